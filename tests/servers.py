@@ -1,0 +1,132 @@
+"""Real servers for integration tests, started on free loopback ports and stopped after.
+
+Under CI=true a missing binary is a failure, never a skip: a green run must mean the
+integration tests really ran.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TypeVar
+
+import pytest
+import redis
+
+ROOT = Path(__file__).resolve().parent.parent
+T = TypeVar("T")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for(check: Callable[[], T | None], timeout: float = 15.0, what: str = "condition") -> T:
+    """Poll `check` until it returns something truthy; fail the test after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    last_error: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            result = check()
+            if result:
+                return result
+        except Exception as exc:  # the thing polled for is not there yet
+            last_error = exc
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last error: {last_error!r})")
+
+
+def require_binary(name: str, env_override: str | None = None) -> str:
+    """Find a server binary; skip locally when it is missing, fail under CI=true."""
+    path = os.environ.get(env_override, "") if env_override else ""
+    path = path or shutil.which(name) or ""
+    if path:
+        return path
+    message = f"{name} is not installed (see .ci/run for how CI installs it)"
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+class RedisServer:
+    """One redis-server process on a loopback port, with its data in `workdir`."""
+
+    def __init__(self, workdir: Path, port: int | None = None, *extra_args: str) -> None:
+        self.binary = require_binary("redis-server", "LOCK_MONITOR_TEST_REDIS_SERVER")
+        self.workdir = workdir
+        self.port = port or free_port()
+        self.extra_args = list(extra_args)
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def client(self, **kwargs: object) -> redis.Redis:
+        return redis.Redis(host="127.0.0.1", port=self.port, **kwargs)  # type: ignore[arg-type]
+
+    def start(self) -> RedisServer:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        args = [
+            self.binary,
+            "--port", str(self.port),
+            "--bind", "127.0.0.1",
+            "--dir", str(self.workdir),
+            "--save", "",
+            "--appendonly", "no",
+            "--logfile", str(self.workdir / "redis.log"),
+            *self.extra_args,
+        ]
+        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        wait_for(self._ready, timeout=10, what=f"redis-server on port {self.port}")
+        return self
+
+    def _ready(self) -> bool:
+        assert self.process is not None
+        if self.process.poll() is not None:
+            err = self.process.stderr.read().decode() if self.process.stderr else ""
+            log = self.workdir / "redis.log"
+            raise RuntimeError(f"redis-server exited: {err} {log.read_text() if log.exists() else ''}")
+        try:
+            return bool(redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=1).ping())
+        except redis.AuthenticationError:
+            return True  # up, and asking for a password
+        except redis.ResponseError as exc:
+            return "NOAUTH" in str(exc)
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(timeout=10)
+        self.process = None
+
+
+@contextmanager
+def redis_server(workdir: Path, *extra_args: str) -> Iterator[RedisServer]:
+    server = RedisServer(workdir, None, *extra_args).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def monitor_command(*args: str) -> list[str]:
+    """The lock-monitor CLI of this checkout, run as a separate process."""
+    return [sys.executable, "-m", "lock_monitor", *args]
+
+
+def monitor_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LOCK_MONITOR_", "REDIS_"))}
+    env["PYTHONPATH"] = str(ROOT)
+    env.update(extra)
+    return env
