@@ -130,3 +130,26 @@ def monitor_env(**extra: str) -> dict[str, str]:
     env["PYTHONPATH"] = str(ROOT)
     env.update(extra)
     return env
+
+
+def run_monitor(
+    *args: str, env: dict[str, str] | None = None, file_size_limit: int | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run the CLI once to completion. `file_size_limit` (RLIMIT_FSIZE, bytes) makes any write
+    past that size fail with EFBIG in the CLI process only: a full disk as the process sees it."""
+
+    def limit() -> None:
+        import resource  # POSIX only, like the servers these tests start
+
+        if file_size_limit is not None:
+            resource.setrlimit(resource.RLIMIT_FSIZE, (file_size_limit, file_size_limit))
+
+    return subprocess.run(
+        monitor_command(*args),
+        env=env or monitor_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        preexec_fn=limit,  # only setrlimit between fork and exec
+        check=False,
+    )
