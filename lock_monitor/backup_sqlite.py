@@ -55,7 +55,12 @@ def check_integrity(path: Path, label: str) -> None:
     except sqlite3.Error as exc:
         raise BackupError(f"{label} is not a sound SQLite database: {exc}") from None
     if rows != [("ok",)]:
-        raise BackupError(f"{label} fails integrity_check: {rows[0][0] if rows else 'no answer'}")
+        problems = [
+            line for (row,) in rows for line in str(row).splitlines() if not line.startswith("***")
+        ] or ["no answer"]
+        raise BackupError(
+            f"{label} fails integrity_check: {problems[0]} ({len(problems)} problems)"
+        )
 
 
 def gunzip_chunks(path: Path) -> Iterator[bytes]:

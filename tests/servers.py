@@ -6,6 +6,7 @@ integration tests really ran.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -16,7 +17,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import pytest
 import redis
@@ -153,3 +154,22 @@ def run_monitor(
         preexec_fn=limit,  # only setrlimit between fork and exec
         check=False,
     )
+
+
+def cli_error(result: subprocess.CompletedProcess[str]) -> str:
+    """A failed CLI run: exit 1 and exactly one `lock-monitor: error: ...` line on stderr."""
+    assert result.returncode == 1, result.stderr
+    (line,) = result.stderr.splitlines()
+    assert line.startswith("lock-monitor: error: ")
+    return line
+
+
+def cli_record(result: subprocess.CompletedProcess[str], event: str) -> dict[str, Any]:
+    """A successful backup/restore run: exit 0 and ONE JSON log line naming a complete file."""
+    assert result.returncode == 0, result.stderr
+    (line,) = result.stderr.splitlines()
+    record: dict[str, Any] = json.loads(line)
+    assert record["event"] == event
+    assert record["bytes"] == Path(record["file"]).stat().st_size > 0
+    assert record["seconds"] >= 0
+    return record
