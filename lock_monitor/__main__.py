@@ -1,0 +1,3 @@
+from lock_monitor.cli import main
+
+main()

@@ -1,0 +1,390 @@
+"""The command line: parses and validates options, then wires the modules together."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+import click
+import structlog
+
+from lock_monitor import __version__, logs
+from lock_monitor.config import (
+    REDIS_SCHEMES,
+    RedisSettings,
+    ScanSettings,
+    ServerSettings,
+    url_without_secrets,
+)
+from lock_monitor.locks import Lock
+from lock_monitor.metrics import build_registry
+from lock_monitor.monitor import Monitor
+from lock_monitor.web import App, HttpServer
+
+ENV_PREFIX = "LOCK_MONITOR_"
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def option(*decls: str, **kwargs: Any) -> Callable[[F], F]:
+    """A click option that can also be set as LOCK_MONITOR_<OPTION>, shown in --help."""
+    name = next(d for d in decls if d.startswith("--"))[2:]
+    env = ENV_PREFIX + name.upper().replace("-", "_")
+    extra = kwargs.pop("envvar", [])
+    kwargs.setdefault("show_default", "default" in kwargs and not kwargs.get("is_flag"))
+    return click.option(*decls, envvar=[env, *extra] if extra else env, show_envvar=True, **kwargs)
+
+
+# --- validation callbacks -----------------------------------------------------------------
+
+
+def _redis_url(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    if value is None:
+        return None
+    shown = url_without_secrets(value) if "://" in value else value
+    try:
+        parts = urlsplit(value)
+        port_ok = parts.port is None or 0 < parts.port < 65536
+        db = parts.path.strip("/")
+    except ValueError:
+        port_ok, parts, db = False, urlsplit(""), ""
+    if parts.scheme not in REDIS_SCHEMES or not parts.hostname or not port_ok:
+        raise click.BadParameter(f"{shown!r} is not a redis:// or rediss:// URL with a host")
+    if db and not db.isdigit():
+        raise click.BadParameter(f"{shown!r}: the database must be a number, not {db!r}")
+    return value
+
+
+def _default_redis_url() -> str:
+    """The guide's backend convention: REDIS_HOST and REDIS_PORT, else localhost:6379."""
+    host = os.environ.get("REDIS_HOST") or "localhost"
+    port = os.environ.get("REDIS_PORT") or "6379"
+    return f"redis://{host}:{port}/0"
+
+
+def _not_empty(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    if not value.strip():
+        raise click.BadParameter("must not be empty")
+    return value
+
+
+def _read_secret(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """A mounted Secret: the file's content, without the trailing newline editors add."""
+    if value is None:
+        return None
+    try:
+        secret = Path(value).read_text().rstrip("\r\n")
+    except OSError as exc:
+        raise click.BadParameter(f"cannot read {value}: {exc.strerror}") from None
+    if not secret:
+        raise click.BadParameter(f"{value} is empty")
+    return secret
+
+
+class HostPort(click.ParamType):  # type: ignore[type-arg]
+    name = "HOST:PORT"
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> tuple[str, int]:
+        if isinstance(value, tuple):
+            return value
+        host, _, port = str(value).rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            self.fail(f"{value!r} is not HOST:PORT", param, ctx)
+        return host.strip("[]"), int(port)
+
+
+EXISTING_FILE = click.Path(exists=True, dir_okay=False)
+
+
+def redis_options(command: F) -> F:
+    """How to reach Redis: shared by every command that reads it."""
+    decorators = [
+        option(
+            "--redis-url",
+            default=_default_redis_url,
+            callback=_redis_url,
+            show_default="redis://$REDIS_HOST:$REDIS_PORT/0, else redis://localhost:6379/0",
+            help="Redis to watch: redis:// or rediss:// (TLS). A cluster seed in cluster mode.",
+        ),
+        option(
+            "--redis-mode",
+            type=click.Choice(["standalone", "cluster", "sentinel"]),
+            default="standalone",
+            help="One server, a Redis Cluster, or a Sentinel set.",
+        ),
+        option("--redis-username", help="ACL user name (see the README for a minimal user)."),
+        option("--redis-password", hidden=True, envvar=["REDIS_PASSWORD"]),
+        option(
+            "--redis-password-file",
+            "redis_password_from_file",
+            type=EXISTING_FILE,
+            callback=_read_secret,
+            help="File holding the password (a mounted Secret). Or set REDIS_PASSWORD.",
+        ),
+        option("--redis-ca-file", type=EXISTING_FILE, help="CA bundle to verify the TLS server."),
+        option("--redis-cert-file", type=EXISTING_FILE, help="Client certificate (mutual TLS)."),
+        option("--redis-key-file", type=EXISTING_FILE, help="Client private key (mutual TLS)."),
+        option(
+            "--redis-tls-insecure",
+            is_flag=True,
+            help="Do not verify the server's certificate (logs a warning; tests only).",
+        ),
+        option(
+            "--redis-timeout",
+            type=click.FloatRange(min=0, min_open=True),
+            default=5.0,
+            help="Seconds to wait for a connection or an answer before failing the pass.",
+        ),
+        option(
+            "--sentinel",
+            "sentinels",
+            type=HostPort(),
+            multiple=True,
+            help="A Sentinel to ask for the primary (repeat for each; sentinel mode).",
+        ),
+        option("--sentinel-master", help="The master set name the Sentinels watch."),
+        option("--sentinel-password", hidden=True),
+        option(
+            "--sentinel-password-file",
+            "sentinel_password_from_file",
+            type=EXISTING_FILE,
+            callback=_read_secret,
+            help="File holding the Sentinels' own password.",
+        ),
+    ]
+    for decorator in reversed(decorators):
+        command = decorator(command)
+    return command
+
+
+def scan_options(command: F) -> F:
+    """What a pass looks for and how it classifies what it finds."""
+    decorators = [
+        option(
+            "--pattern",
+            default="lock:appointment:*",
+            callback=_not_empty,
+            help="SCAN MATCH pattern of the lock keys.",
+        ),
+        option(
+            "--stuck-threshold",
+            type=click.FloatRange(min=0),
+            default=30.0,
+            help="Seconds after which a held lock counts as stuck.",
+        ),
+        option(
+            "--scan-count",
+            type=click.IntRange(min=1),
+            default=1000,
+            help="SCAN COUNT: keys Redis examines per call (a bound on each call's work).",
+        ),
+    ]
+    for decorator in reversed(decorators):
+        command = decorator(command)
+    return command
+
+
+def redis_settings(params: dict[str, Any]) -> RedisSettings:
+    """Combine the connection options, checking the ones that only make sense together."""
+    mode = params["redis_mode"]
+    if mode == "sentinel" and (not params["sentinels"] or not params["sentinel_master"]):
+        raise click.UsageError("sentinel mode needs --sentinel HOST:PORT and --sentinel-master")
+    if bool(params["redis_cert_file"]) != bool(params["redis_key_file"]):
+        raise click.UsageError("--redis-cert-file and --redis-key-file go together")
+    return RedisSettings(
+        url=params["redis_url"],
+        mode=mode,
+        username=params["redis_username"],
+        password=params["redis_password_from_file"] or params["redis_password"],
+        ca_file=params["redis_ca_file"],
+        cert_file=params["redis_cert_file"],
+        key_file=params["redis_key_file"],
+        tls_insecure=params["redis_tls_insecure"],
+        sentinels=tuple(params["sentinels"]),
+        sentinel_master=params["sentinel_master"],
+        sentinel_password=params["sentinel_password_from_file"] or params["sentinel_password"],
+        timeout=params["redis_timeout"],
+    )
+
+
+def scan_settings(params: dict[str, Any]) -> ScanSettings:
+    return ScanSettings(
+        pattern=params["pattern"],
+        count=params["scan_count"],
+        stuck_threshold=params["stuck_threshold"],
+        interval=params.get("interval", ScanSettings.interval),
+        max_redis_load=params.get("max_redis_load", ScanSettings.max_redis_load),
+    )
+
+
+# --- commands -----------------------------------------------------------------------------
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="lock-monitor")
+def cli() -> None:
+    """Prometheus exporter for distributed locks kept in Redis."""
+
+
+@cli.command()
+@redis_options
+@scan_options
+@option(
+    "--interval",
+    type=click.FloatRange(min=0, min_open=True),
+    default=5.0,
+    help="Seconds from the end of one pass to the start of the next.",
+)
+@option(
+    "--max-redis-load",
+    type=click.FloatRange(min=0, max=1, min_open=True),
+    default=0.05,
+    help="Largest share of Redis' time the passes may take; long passes stretch the wait.",
+)
+@option("--listen-address", default="0.0.0.0", help="Address to serve HTTP on.")
+@option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=9150,
+    help="Port to serve /metrics, /healthz, /readyz, / and /locks on (0: any free port).",
+)
+@option(
+    "--log-level",
+    type=click.Choice(logs.LEVELS, case_sensitive=False),
+    default="info",
+    help="Least severe log level to print.",
+)
+@option(
+    "--log-format",
+    type=click.Choice(["auto", "json", "console"]),
+    default="auto",
+    help="auto: JSON lines unless stderr is a terminal.",
+)
+def run(**params: Any) -> None:
+    """Run the exporter: scan the locks in the background and serve the results."""
+    logs.configure(params["log_level"].lower(), params["log_format"])
+    log = structlog.get_logger("lock_monitor")
+    redis = redis_settings(params)
+    scan = scan_settings(params)
+    server_settings = ServerSettings(params["listen_address"], params["port"])
+    log.info(
+        "starting",
+        version=__version__,
+        redis=redis.redacted(),
+        scan=asdict(scan),
+        http=asdict(server_settings),
+    )
+    if redis.tls_insecure:
+        log.warning("tls_verification_disabled", target=redis.target())
+
+    monitor = Monitor(redis, scan, log=log)
+    registry = build_registry(lambda: monitor.state, redis.mode)
+    app = App(
+        lambda: monitor.state, monitor.is_alive, registry, redis.target(), redis.mode, scan.interval
+    )
+    try:
+        server = HttpServer(app, server_settings.listen_address, server_settings.port)
+    except OSError as exc:
+        raise click.ClickException(
+            f"cannot listen on {server_settings.listen_address}:{server_settings.port}: "
+            f"{exc.strerror or exc}"
+        ) from None
+
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: object) -> None:
+        log.info("stopping", signal=signal.Signals(signum).name)
+        stop.set()
+
+    # As PID 1 in a container there is no default action for SIGTERM: handle it.
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    monitor.start()
+    server.start()
+    log.info("serving", address=server_settings.listen_address, port=server.port)
+    while not stop.wait(0.5):
+        pass
+    server.stop()
+    monitor.stop()
+    log.info("stopped")
+
+
+@cli.command()
+@redis_options
+@scan_options
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@click.option("--stuck", "stuck_only", is_flag=True, help="Only the stuck locks.")
+def locks(as_json: bool, stuck_only: bool, **params: Any) -> None:
+    """Read the locks once now and print them, oldest first."""
+    logs.configure("warning", "auto")
+    redis = redis_settings(params)
+    monitor = Monitor(redis, scan_settings(params))
+    try:
+        snapshot, _ = monitor.run_pass(keep=None)
+    except Exception as exc:
+        raise click.ClickException(
+            f"cannot read locks from {redis.target()}: {monitor.describe_error(exc)}"
+        ) from None
+    shown = [lock for lock in snapshot.oldest if lock.stuck or not stuck_only]
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "target": redis.target(),
+                    "active": snapshot.active,
+                    "stuck": snapshot.stuck,
+                    "without_ttl": snapshot.without_ttl,
+                    "locks": [asdict(lock) for lock in shown],
+                },
+                indent=2,
+            )
+        )
+        return
+    click.echo(format_table(shown))
+    click.echo(
+        f"{snapshot.active} active, {snapshot.stuck} stuck, "
+        f"{snapshot.without_ttl} without TTL ({redis.target()})"
+    )
+
+
+def format_table(rows: list[Lock]) -> str:
+    header = ("KEY", "AGE", "TTL", "STUCK", "VALUE")
+    lines = [header] + [
+        (
+            lock.key,
+            f"{lock.age_seconds:.1f}s",
+            "none" if lock.ttl_seconds is None else f"{lock.ttl_seconds:.1f}s",
+            "yes" if lock.stuck else "no",
+            lock.value,
+        )
+        for lock in rows
+    ]
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header) - 1)]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=False))
+        + "  "
+        + line[-1]
+        for line in lines
+    )
+
+
+def main() -> None:
+    """Entry point: every error is one line on stderr, never a traceback."""
+    try:
+        code = cli.main(prog_name="lock-monitor", standalone_mode=False)
+    except click.ClickException as exc:
+        click.echo(f"lock-monitor: error: {exc.format_message()}", err=True)
+        sys.exit(exc.exit_code)
+    except click.Abort:
+        click.echo("lock-monitor: aborted", err=True)
+        sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)

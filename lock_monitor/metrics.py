@@ -1,0 +1,111 @@
+"""Prometheus metrics, built from the monitor's state on every scrape.
+
+The values come from the last completed pass (gathering them costs a full SCAN, too much
+to do inside a scrape). While Redis cannot be read the lock gauges are absent rather than
+0: an outage must never read as "no stuck locks".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+from prometheus_client import ProcessCollector
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector, CollectorRegistry
+
+from lock_monitor import __version__
+from lock_monitor.monitor import MonitorState
+
+FROM_LAST_PASS = "from the last successful pass"  # noqa: S105 (not a password)
+
+
+class LockCollector(Collector):
+    def __init__(self, state: Callable[[], MonitorState], mode: str) -> None:
+        self._state = state
+        self._mode = mode
+
+    def collect(self) -> Iterator[Metric]:
+        state = self._state()  # read once: every metric of a scrape comes from one state
+        yield InfoMetricFamily(
+            "lock_monitor_build",
+            "lock-monitor version and Redis mode",
+            value={"version": __version__, "mode": self._mode},
+        )
+        if state.redis_up is not None:
+            yield GaugeMetricFamily(
+                "lock_monitor_redis_up",
+                "1 if the last pass read Redis, 0 if it failed",
+                value=float(state.redis_up),
+            )
+        scans = CounterMetricFamily(
+            "lock_monitor_scans", "Passes over the lock keys, by result", labels=["result"]
+        )
+        scans.add_metric(["success"], state.scans_success)
+        scans.add_metric(["error"], state.scans_error)
+        yield scans
+        yield GaugeMetricFamily(
+            "lock_monitor_next_pass_delay_seconds",
+            "Wait before the next pass: the interval, longer when backing off or pacing",
+            value=state.delay_seconds,
+        )
+        yield GaugeMetricFamily(
+            "lock_monitor_pacing_active",
+            "1 if passes take long enough that the wait was stretched to bound Redis load",
+            value=float(state.paced),
+        )
+        if self._mode == "cluster":
+            node_up = GaugeMetricFamily(
+                "lock_monitor_node_up", "1 if the node was read in the last pass", labels=["node"]
+            )
+            for name, up in state.nodes:
+                node_up.add_metric([name], float(up))
+            yield node_up
+        snapshot = state.snapshot
+        if snapshot is None:
+            return
+        yield GaugeMetricFamily(
+            "lock_monitor_last_check_timestamp",
+            "Unix time in seconds of the last successful pass",
+            value=snapshot.completed_at,
+        )
+        if not state.redis_up:
+            return
+        gauges = [
+            ("active_locks_count", "Locks held, " + FROM_LAST_PASS, snapshot.active),
+            (
+                "stuck_locks_count",
+                "Locks held longer than the stuck threshold, " + FROM_LAST_PASS,
+                snapshot.stuck,
+            ),
+            (
+                "lock_monitor_locks_without_ttl",
+                "Locks that never expire, " + FROM_LAST_PASS,
+                snapshot.without_ttl,
+            ),
+            (
+                "lock_monitor_oldest_lock_age_seconds",
+                "Age of the oldest lock (0 when none), " + FROM_LAST_PASS,
+                snapshot.oldest_age_seconds,
+            ),
+            (
+                "lock_monitor_scan_duration_seconds",
+                "Duration of the last successful pass",
+                snapshot.duration_seconds,
+            ),
+            (
+                "lock_monitor_keys_scanned",
+                "Keys matching the pattern, " + FROM_LAST_PASS,
+                snapshot.keys_scanned,
+            ),
+        ]
+        for name, documentation, value in gauges:
+            yield GaugeMetricFamily(name, documentation, value=float(value))
+
+
+def build_registry(state: Callable[[], MonitorState], mode: str) -> CollectorRegistry:
+    """A registry of our own: our metrics and the process' own (memory, CPU, open files)."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(LockCollector(state, mode))
+    ProcessCollector(registry=registry)  # the standard process_* metrics
+    return registry

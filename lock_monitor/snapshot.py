@@ -1,0 +1,64 @@
+"""The result of one completed pass: counts plus the oldest locks, immutable once built.
+
+Scrapes and pages read a snapshot, never Redis, so a scrape costs the same however big the
+keyspace is. The daemon keeps only the oldest few locks, which bounds its memory whatever
+the number of live locks; `lock-monitor locks` keeps all of them.
+"""
+
+from __future__ import annotations
+
+import heapq
+from dataclasses import dataclass, field
+
+from lock_monitor.locks import Lock
+
+OLDEST_SHOWN = 20
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    completed_at: float  # Unix time of the end of the pass, by this host's clock
+    duration_seconds: float
+    keys_scanned: int
+    active: int
+    stuck: int
+    without_ttl: int
+    oldest: tuple[Lock, ...]  # by age, oldest first
+
+    @property
+    def oldest_age_seconds(self) -> float:
+        return self.oldest[0].age_seconds if self.oldest else 0.0
+
+
+@dataclass
+class SnapshotBuilder:
+    """Accumulates a pass lock by lock; `keep=None` keeps every lock."""
+
+    keep: int | None = OLDEST_SHOWN
+    keys_scanned: int = 0
+    active: int = 0
+    stuck: int = 0
+    without_ttl: int = 0
+    _heap: list[tuple[float, int, Lock]] = field(default_factory=list)
+
+    def add(self, lock: Lock) -> None:
+        self.active += 1
+        self.stuck += lock.stuck
+        self.without_ttl += lock.ttl_seconds is None
+        entry = (lock.age_seconds, self.active, lock)  # the counter breaks ties between equal ages
+        if self.keep is None or len(self._heap) < self.keep:
+            heapq.heappush(self._heap, entry)
+        elif entry[0] > self._heap[0][0]:
+            heapq.heapreplace(self._heap, entry)
+
+    def build(self, completed_at: float, duration_seconds: float) -> Snapshot:
+        oldest = tuple(lock for _, _, lock in sorted(self._heap, key=lambda e: (-e[0], e[1])))
+        return Snapshot(
+            completed_at=completed_at,
+            duration_seconds=duration_seconds,
+            keys_scanned=self.keys_scanned,
+            active=self.active,
+            stuck=self.stuck,
+            without_ttl=self.without_ttl,
+            oldest=oldest,
+        )
