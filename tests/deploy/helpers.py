@@ -50,7 +50,7 @@ def metric_names(expr: str) -> set[str]:
     text = re.sub(r"(?<![\w:.])\d[\w.+-]*", " ", text)
     names = set()
     for match in re.finditer(r"[A-Za-z_:][\w:]*", text):
-        if text[match.end():].lstrip().startswith("(") or match.group() in _KEYWORDS:
+        if text[match.end() :].lstrip().startswith("(") or match.group() in _KEYWORDS:
             continue
         names.add(match.group())
     return names

@@ -96,7 +96,10 @@ def test_every_alert_fires_in_a_test_and_is_silent_just_before() -> None:
 def test_prometheus_rule_is_generated_from_the_rules_file() -> None:
     result = subprocess.run(
         [sys.executable, str(DEPLOY / "render_prometheus_rule.py"), "--check"],
-        capture_output=True, text=True, cwd=ROOT, timeout=60,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
     )
     assert result.returncode == 0, result.stdout + result.stderr
 

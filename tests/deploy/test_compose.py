@@ -10,8 +10,13 @@ import pytest
 from tests.deploy.helpers import ALERTS, DASHBOARD, DEPLOY, load_yaml, promtool
 from tests.servers import ROOT
 
-PORTS = {"redis": 6379, "redis-exporter": 9121, "lock-monitor": 9150, "prometheus": 9090,
-         "grafana": 3000}
+PORTS = {
+    "redis": 6379,
+    "redis-exporter": 9121,
+    "lock-monitor": 9150,
+    "prometheus": 9090,
+    "grafana": 3000,
+}
 
 
 @pytest.fixture(scope="module")
@@ -39,8 +44,11 @@ def test_services_and_published_ports(services: dict[str, Any]) -> None:
 def test_redis_has_the_guides_settings(services: dict[str, Any]) -> None:
     command = services["redis"]["command"]
     settings = dict(zip(command[1::2], command[2::2], strict=False))
-    assert settings == {"--maxmemory": "256mb", "--maxmemory-policy": "allkeys-lru",
-                        "--appendonly": "yes"}
+    assert settings == {
+        "--maxmemory": "256mb",
+        "--maxmemory-policy": "allkeys-lru",
+        "--appendonly": "yes",
+    }
 
 
 def test_lock_monitor_is_built_here_and_locked_down(services: dict[str, Any]) -> None:

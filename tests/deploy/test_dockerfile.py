@@ -74,8 +74,10 @@ def dockerignore_excludes(path: str) -> bool:
         pattern = pattern.lstrip("!").rstrip("/").removeprefix("**/")
         parts = path.split("/")
         prefixes = ["/".join(parts[: i + 1]) for i in range(len(parts))]
-        if any(fnmatch.fnmatch(p, pattern) or fnmatch.fnmatch(parts[i], pattern)
-               for i, p in enumerate(prefixes)):
+        if any(
+            fnmatch.fnmatch(p, pattern) or fnmatch.fnmatch(parts[i], pattern)
+            for i, p in enumerate(prefixes)
+        ):
             excluded = not negate
     return excluded
 

@@ -17,8 +17,10 @@ import yaml
 from tests.servers import ROOT, require_binary
 
 K8S_VERSION = "1.30.0"
-CUSTOM_KINDS = {("monitoring.coreos.com/v1", "ServiceMonitor"),
-                ("monitoring.coreos.com/v1", "PrometheusRule")}
+CUSTOM_KINDS = {
+    ("monitoring.coreos.com/v1", "ServiceMonitor"),
+    ("monitoring.coreos.com/v1", "PrometheusRule"),
+}
 Resource = dict[str, Any]
 
 
@@ -27,7 +29,10 @@ def rendered() -> list[Resource]:
     kubectl = require_binary("kubectl")
     out = subprocess.run(
         [kubectl, "kustomize", str(ROOT / "deploy" / "k8s")],
-        check=True, capture_output=True, text=True, timeout=60,
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
     ).stdout
     return [doc for doc in yaml.safe_load_all(out) if doc]
 
