@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import re
 import subprocess
+from functools import cache
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from tests.servers import ROOT, require_binary
+from tests.servers import ROOT, monitor_command, monitor_env, require_binary
 
 DEPLOY = ROOT / "deploy"
 ALERTS = DEPLOY / "prometheus" / "alerts.yml"
@@ -79,3 +80,22 @@ def documented(name: str, table: dict[str, str]) -> bool:
     if name in table:
         return True
     return any(name.endswith(s) and name.removesuffix(s) in table for s in _HISTOGRAM_SUFFIXES)
+
+
+@cache
+def monitor_env_vars() -> frozenset[str]:
+    """The environment variables `lock-monitor run` reads, as its --help lists them."""
+    result = subprocess.run(
+        monitor_command("run", "--help"),
+        env=monitor_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return frozenset(re.findall(r"LOCK_MONITOR_[A-Z_]+", result.stdout)) | {"REDIS_PASSWORD"}
+
+
+def unknown_monitor_env(environment: dict[str, object]) -> set[str]:
+    """Variables set for the exporter that it does not read (a typo, a renamed option)."""
+    return set(environment) - monitor_env_vars()

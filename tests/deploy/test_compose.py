@@ -7,7 +7,14 @@ from typing import Any
 
 import pytest
 
-from tests.deploy.helpers import ALERTS, DASHBOARD, DEPLOY, load_yaml, promtool
+from tests.deploy.helpers import (
+    ALERTS,
+    DASHBOARD,
+    DEPLOY,
+    load_yaml,
+    promtool,
+    unknown_monitor_env,
+)
 from tests.servers import ROOT
 
 PORTS = {
@@ -57,6 +64,7 @@ def test_lock_monitor_is_built_here_and_locked_down(services: dict[str, Any]) ->
     assert (ROOT / "Dockerfile").exists()
     assert monitor["read_only"] is True
     assert monitor["environment"]["LOCK_MONITOR_REDIS_URL"] == "redis://redis:6379/0"
+    assert not unknown_monitor_env(monitor["environment"])
 
 
 def test_prometheus_loads_the_rules_and_its_config_is_valid(services: dict[str, Any]) -> None:

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import json
 import subprocess
+import tomllib
 from typing import Any
 
 import kubernetes_validate
 import pytest
 import yaml
 
+from tests.deploy.helpers import unknown_monitor_env
 from tests.servers import ROOT, require_binary
 
 K8S_VERSION = "1.30.0"
@@ -84,6 +86,8 @@ def test_redis_statefulset_settings(rendered: list[Resource], pod: Resource) -> 
     sts = find(rendered, "StatefulSet", "redis")
     assert sts["spec"]["serviceName"] == "redis-headless"
     assert pod["metadata"]["labels"]["app"] == "redis"
+    default_container = pod["metadata"]["annotations"]["kubectl.kubernetes.io/default-container"]
+    assert default_container == "redis", "the guide's kubectl exec redis-0 -- redis-cli"
     assert sts["spec"]["selector"]["matchLabels"] == {"app": "redis"}
     redis = container(pod["spec"], "redis")
     assert redis["image"].startswith("redis:7")
@@ -106,11 +110,15 @@ def test_redis_statefulset_settings(rendered: list[Resource], pod: Resource) -> 
 
 def test_lock_monitor_sidecar(pod: Resource) -> None:
     c = container(pod["spec"], "lock-monitor")
-    assert c["image"].split(":")[0].endswith("lock-monitor")
+    image, _, tag = c["image"].rpartition(":")
+    assert image.endswith("lock-monitor")
+    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    assert tag == version, "the image tag in kustomization.yaml follows the project version"
     env = env_of(c)
     assert env["LOCK_MONITOR_REDIS_URL"].startswith("redis://localhost:6379")
     assert env["REDIS_PASSWORD"] == secret_ref()
     assert env["LOCK_MONITOR_LISTEN_ADDRESS"] == "0.0.0.0"
+    assert not unknown_monitor_env(env)
     assert c["ports"] == [{"name": "lock-monitor", "containerPort": 9150, "protocol": "TCP"}]
     assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "lock-monitor"}
     assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "lock-monitor"}
