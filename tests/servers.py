@@ -66,8 +66,10 @@ def require_binary(name: str, env_override: str | None = None) -> str:
 class RedisServer:
     """One redis-server process on a loopback port, with its data in `workdir`."""
 
-    def __init__(self, workdir: Path, port: int | None = None, *extra_args: str) -> None:
-        self.binary = require_binary("redis-server", "LOCK_MONITOR_TEST_REDIS_SERVER")
+    def __init__(
+        self, workdir: Path, port: int | None = None, *extra_args: str, binary: str | None = None
+    ) -> None:
+        self.binary = binary or require_binary("redis-server", "LOCK_MONITOR_TEST_REDIS_SERVER")
         self.workdir = workdir
         self.port = port or free_port()
         self.extra_args = list(extra_args)
