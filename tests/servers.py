@@ -112,7 +112,8 @@ class RedisServer:
             detail = log.read_text() if log.exists() else ""
             raise RuntimeError(f"redis-server exited: {err} {detail}")
         try:
-            return bool(redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=1).ping())
+            probe = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=1, retry=None)
+            return bool(probe.ping())
         except redis.AuthenticationError:
             return True  # up, and asking for a password
         except redis.ResponseError as exc:

@@ -205,7 +205,10 @@ def test_network_policy(rendered: list[Resource], pod: Resource) -> None:
         for port in rule["ports"]:
             allowed.setdefault(port["port"], []).extend(rule["from"])
     assert set(allowed) == {6379, 9150, 9121}
-    assert allowed[6379] == [{"podSelector": {"matchLabels": {"app": "backend"}}}]
+    assert allowed[6379] == [
+        {"podSelector": {"matchLabels": {"app": "backend"}}},
+        {"podSelector": {"matchLabels": {"app": "redis-backup"}}},  # the Redis backup CronJob
+    ]
     prometheus = {
         "namespaceSelector": {},
         "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}},
