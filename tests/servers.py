@@ -6,6 +6,7 @@ integration tests really ran.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -13,6 +14,8 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,6 +23,8 @@ from typing import TypeVar
 
 import pytest
 import redis
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.samples import Sample
 
 ROOT = Path(__file__).resolve().parent.parent
 T = TypeVar("T")
@@ -43,7 +48,7 @@ def wait_for(check: Callable[[], T | None], timeout: float = 15.0, what: str = "
         except Exception as exc:  # the thing polled for is not there yet
             last_error = exc
         time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last error: {last_error!r})")
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last_error!r})")
 
 
 def require_binary(name: str, env_override: str | None = None) -> str:
@@ -79,12 +84,18 @@ class RedisServer:
         self.workdir.mkdir(parents=True, exist_ok=True)
         args = [
             self.binary,
-            "--port", str(self.port),
-            "--bind", "127.0.0.1",
-            "--dir", str(self.workdir),
-            "--save", "",
-            "--appendonly", "no",
-            "--logfile", str(self.workdir / "redis.log"),
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(self.workdir),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--logfile",
+            str(self.workdir / "redis.log"),
             *self.extra_args,
         ]
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -96,7 +107,8 @@ class RedisServer:
         if self.process.poll() is not None:
             err = self.process.stderr.read().decode() if self.process.stderr else ""
             log = self.workdir / "redis.log"
-            raise RuntimeError(f"redis-server exited: {err} {log.read_text() if log.exists() else ''}")
+            detail = log.read_text() if log.exists() else ""
+            raise RuntimeError(f"redis-server exited: {err} {detail}")
         try:
             return bool(redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=1).ping())
         except redis.AuthenticationError:
@@ -130,3 +142,83 @@ def monitor_env(**extra: str) -> dict[str, str]:
     env["PYTHONPATH"] = str(ROOT)
     env.update(extra)
     return env
+
+
+class MonitorProcess:
+    """`lock-monitor run` as a separate process on a free port, as it runs in production."""
+
+    def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
+        self.port = free_port()
+        self.args = ["run", "--listen-address", "127.0.0.1", "--port", str(self.port), *args]
+        self.env = env or monitor_env()
+        self.process: subprocess.Popen[str] | None = None
+        self.log_lines: list[str] = []
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> MonitorProcess:
+        self.process = subprocess.Popen(
+            monitor_command(*self.args),
+            env=self.env,
+            text=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        wait_for(lambda: self.get("/healthz")[0] == 200, what="lock-monitor /healthz")
+        return self
+
+    def get(self, path: str) -> tuple[int, str]:
+        assert self.process is not None
+        if self.process.poll() is not None:
+            raise RuntimeError(f"lock-monitor exited with {self.process.returncode}")
+        try:
+            with urllib.request.urlopen(self.base + path, timeout=5) as response:
+                return response.status, response.read().decode()
+        except urllib.error.HTTPError as error:
+            return error.code, error.read().decode()
+
+    def metrics(self) -> dict[str, list[Sample]]:
+        """/metrics parsed by prometheus_client: sample name -> samples."""
+        status, body = self.get("/metrics")
+        assert status == 200
+        samples: dict[str, list[Sample]] = {}
+        for family in text_string_to_metric_families(body):
+            for sample in family.samples:
+                samples.setdefault(sample.name, []).append(sample)
+        return samples
+
+    def value(self, name: str, **labels: str) -> float | None:
+        """One sample's value, or None when the metric is absent."""
+        for sample in self.metrics().get(name, []):
+            if all(sample.labels.get(k) == v for k, v in labels.items()):
+                return float(sample.value)
+        return None
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        """Stop it and return the exit code; the log is kept in `log_lines`."""
+        assert self.process is not None
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+        try:
+            code = self.process.wait(timeout=10)
+        finally:
+            if self.process.poll() is None:
+                self.process.kill()
+            assert self.process.stderr is not None
+            self.log_lines = self.process.stderr.read().splitlines()
+        return code
+
+    def events(self) -> list[dict[str, object]]:
+        """The JSON log lines, after `stop()`."""
+        return [json.loads(line) for line in self.log_lines if line.startswith("{")]
+
+
+@contextmanager
+def running_monitor(*args: str, env: dict[str, str] | None = None) -> Iterator[MonitorProcess]:
+    monitor = MonitorProcess(*args, env=env).start()
+    try:
+        yield monitor
+    finally:
+        monitor.stop()
