@@ -13,7 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from lock_monitor.config import RedisSettings, ScanSettings
 from lock_monitor.connection import Target
 from lock_monitor.metrics import build_registry
-from lock_monitor.monitor import BACKOFF_CAP_SECONDS, Monitor, MonitorState
+from lock_monitor.monitor import BACKOFF_CAP_SECONDS, Monitor, MonitorState, StuckLocks
 from lock_monitor.snapshot import Snapshot
 from lock_monitor.web import status_document, status_page
 
@@ -53,21 +53,21 @@ def test_pacing_starts_where_the_interval_alone_would_exceed_the_limit() -> None
 
 def test_pacing_ends_when_passes_get_short_again() -> None:
     paced = monitor(interval=5.0)
-    paced._on_success(snapshot(2.0), [])
+    paced._on_success(snapshot(2.0), StuckLocks())
     assert paced.state.paced
     assert paced.state.delay_seconds == pytest.approx(38.0)
-    paced._on_success(snapshot(0.1), [])
+    paced._on_success(snapshot(0.1), StuckLocks())
     assert not paced.state.paced
     assert paced.state.delay_seconds == 5.0
 
 
 def test_a_failure_backs_off_instead_of_pacing_and_recovery_paces_again() -> None:
     paced = monitor(interval=5.0)
-    paced._on_success(snapshot(2.0), [])
+    paced._on_success(snapshot(2.0), StuckLocks())
     paced._on_failure("ConnectionError: gone")
     assert not paced.state.paced
     assert 0.5 <= paced.state.delay_seconds <= 1.0  # the first retry comes soon
-    paced._on_success(snapshot(2.0), [])
+    paced._on_success(snapshot(2.0), StuckLocks())
     assert paced.state.paced
     assert paced.state.delay_seconds == pytest.approx(38.0)
 
