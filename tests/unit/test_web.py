@@ -1,4 +1,5 @@
 import json
+import urllib.request
 from typing import Any
 from wsgiref.util import setup_testing_defaults
 
@@ -8,7 +9,7 @@ from lock_monitor.locks import Lock
 from lock_monitor.metrics import build_registry
 from lock_monitor.monitor import MonitorState
 from lock_monitor.snapshot import Snapshot
-from lock_monitor.web import App, readiness
+from lock_monitor.web import App, HttpServer, readiness
 
 NOW = 1_800_000_000.0
 EVIL = Lock("lock:appointment:<script>", "<b>x</b>", "string", None, 40.0, "value", True)
@@ -89,3 +90,23 @@ def test_metrics_and_unknown_paths() -> None:
     assert status == "200 OK"
     assert "stuck_locks_count 1.0" in body
     assert call(MonitorState(), "/nope")[0].startswith("404")
+
+
+@pytest.mark.parametrize(("address", "url_host"), [("127.0.0.1", "127.0.0.1"), ("::1", "[::1]")])
+def test_server_answers_on_ipv4_and_ipv6(address: str, url_host: str) -> None:
+    state = MonitorState(redis_up=True, snapshot=snapshot(1))
+    app = App(
+        lambda: state,
+        lambda: True,
+        build_registry(lambda: state, "standalone"),
+        "redis://redis:6379/0",
+        "standalone",
+        interval=5,
+    )
+    server = HttpServer(app, address, 0)
+    server.start()
+    try:
+        with urllib.request.urlopen(f"http://{url_host}:{server.port}/healthz", timeout=5) as r:
+            assert r.read() == b"ok\n"
+    finally:
+        server.stop()
