@@ -22,11 +22,26 @@ from lock_monitor.locks import RawLock
 _GONE = -2
 
 
-def _round_trip(connection: Any, commands: list[tuple[Any, ...]]) -> list[Any]:
-    """Send `commands` in one write and read their replies; an error reply (NOPERM, say)
-    raises and so fails the pass instead of hiding."""
-    connection.send_packed_command(connection.pack_commands(commands))
-    return [connection.read_response() for _ in commands]
+class _Batch:
+    """The commands of one round trip, sent in one write on the pass's connection."""
+
+    def __init__(self, connection: Any) -> None:
+        self.connection = connection
+        self.commands: list[tuple[Any, ...]] = []
+
+    def add(self, *command: Any) -> None:
+        self.commands.append(command)
+
+    def __len__(self) -> int:
+        return len(self.commands)
+
+
+def _execute(batch: _Batch) -> list[Any]:
+    """Send the batch and read its replies; an error reply (NOPERM, say) raises and so fails
+    the pass instead of hiding."""
+    connection = batch.connection
+    connection.send_packed_command(connection.pack_commands(batch.commands))
+    return [connection.read_response() for _ in batch.commands]
 
 
 def _text(value: bytes | str) -> str:
@@ -54,8 +69,10 @@ def read_locks(
 
 
 def _read_pages(connection: Any, pattern: str, count: int, seen: set[bytes]) -> Iterator[RawLock]:
-    scan = ("SCAN", 0, "MATCH", pattern, "COUNT", count)
-    (seconds, micros), (cursor, keys) = _round_trip(connection, [("TIME",), scan])
+    batch = _Batch(connection)
+    batch.add("TIME")
+    batch.add("SCAN", 0, "MATCH", pattern, "COUNT", count)
+    (seconds, micros), (cursor, keys) = _execute(batch)
     now = int(seconds) + int(micros) / 1_000_000
     untyped: list[tuple[bytes, int]] = []  # non-string locks waiting for their TYPE
     more = True
@@ -63,14 +80,16 @@ def _read_pages(connection: Any, pattern: str, count: int, seen: set[bytes]) -> 
         more = int(cursor) != 0
         fresh = [key for key in dict.fromkeys(keys) if key not in seen]
         seen.update(fresh)
-        commands: list[tuple[Any, ...]] = []
+        batch = _Batch(connection)
         if fresh:
-            commands.append(("MGET", *fresh))
-            commands.extend(("PTTL", key) for key in fresh)
-        commands.extend(("TYPE", key) for key, _ in untyped)
+            batch.add("MGET", *fresh)
+            for key in fresh:
+                batch.add("PTTL", key)
+        for key, _ in untyped:
+            batch.add("TYPE", key)
         if more:
-            commands.append(("SCAN", cursor, "MATCH", pattern, "COUNT", count))
-        results = _round_trip(connection, commands) if commands else []
+            batch.add("SCAN", cursor, "MATCH", pattern, "COUNT", count)
+        results = _execute(batch) if len(batch) else []
 
         values = results[0] if fresh else []
         pttls = results[1 : 1 + len(fresh)]
