@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 .PHONY: run test lint bench clean
 
 run: $(STAMP)
-	$(PY) -m lock_monitor run --log-format console
+	$(PY) -m lock_monitor demo --log-format console
 
 test: $(STAMP) lint
 	$(PY) -m pytest -q
@@ -16,6 +16,10 @@ lint: $(STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy
+
+# Not part of `make test`: about two minutes against 1,000,000 keys (see README, Performance).
+bench: $(STAMP)
+	$(PY) benchmarks/bench.py
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)

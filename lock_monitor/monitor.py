@@ -17,7 +17,7 @@ import structlog
 
 from lock_monitor.config import RedisSettings, ScanSettings
 from lock_monitor.connection import Target, connect
-from lock_monitor.locks import Lock, LockTracker
+from lock_monitor.locks import Lock, LockTracker, display
 from lock_monitor.scanner import read_locks
 from lock_monitor.snapshot import OLDEST_SHOWN, Snapshot, SnapshotBuilder
 
@@ -31,6 +31,23 @@ class PassFailed(Exception):
     def __init__(self, failures: dict[str, str]) -> None:
         self.failures = failures
         super().__init__("; ".join(f"{node}: {error}" for node, error in failures.items()))
+
+
+@dataclass
+class StuckLocks:
+    """The stuck locks of one pass, kept small: with 100,000 stuck locks a full `Lock` for
+    each would double the daemon's memory, and only the few new ones are logged in full."""
+
+    ages: dict[bytes, float] = field(default_factory=dict)  # raw key -> age
+    new: list[Lock] = field(default_factory=list)  # the first STUCK_LOG_LIMIT not stuck before
+    new_count: int = 0
+
+    def add(self, key: bytes, lock: Lock, before: dict[bytes, float]) -> None:
+        self.ages[key] = lock.age_seconds
+        if key not in before:
+            self.new_count += 1
+            if len(self.new) < STUCK_LOG_LIMIT:
+                self.new.append(lock)
 
 
 @dataclass(frozen=True)
@@ -61,21 +78,21 @@ class Monitor:
         self.state = MonitorState(delay_seconds=self.scan.interval)
         self._tracker = LockTracker(self.scan.stuck_threshold)
         self._target: Target | None = None
-        self._stuck: dict[str, float] = {}  # key -> age, of the locks stuck in the last pass
+        self._stuck: dict[bytes, float] = {}  # raw key -> age, of the locks stuck last pass
         self._failures = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="pass-loop", daemon=True)
 
     # --- one pass -------------------------------------------------------------------------
 
-    def run_pass(self, keep: int | None = OLDEST_SHOWN) -> tuple[Snapshot, list[Lock]]:
+    def run_pass(self, keep: int | None = OLDEST_SHOWN) -> tuple[Snapshot, StuckLocks]:
         """Read every node once; return the snapshot and the stuck locks, or raise."""
         started = time.monotonic()
         if self._target is None:
             self._target = self.connector(self.redis)
         builder = SnapshotBuilder(keep=keep)
         seen: set[bytes] = set()
-        stuck: list[Lock] = []
+        stuck = StuckLocks()
         failures: dict[str, str] = {}
         nodes: list[tuple[str, bool]] = []
         try:
@@ -85,7 +102,7 @@ class Monitor:
                         lock = self._tracker.classify(raw)
                         builder.add(lock)
                         if lock.stuck:
-                            stuck.append(lock)
+                            stuck.add(raw.key, lock, self._stuck)
                 except Exception as exc:  # any node failing fails the pass, after trying all
                     failures[name] = self.describe_error(exc)
                 nodes.append((name, name not in failures))
@@ -146,7 +163,7 @@ class Monitor:
             self._on_success(snapshot, stuck)
         return self.state.delay_seconds
 
-    def _on_success(self, snapshot: Snapshot, stuck: list[Lock]) -> None:
+    def _on_success(self, snapshot: Snapshot, stuck: StuckLocks) -> None:
         previous = self.state
         if previous.redis_up is not True:
             self.log.info(
@@ -201,11 +218,9 @@ class Monitor:
         ceiling = min(cap, base * 2 ** min(failures - 1, 16))
         return random.uniform(ceiling / 2, ceiling)
 
-    def _log_stuck_changes(self, stuck: list[Lock]) -> None:
-        current = {lock.key: lock.age_seconds for lock in stuck}
-        became = [lock for lock in stuck if lock.key not in self._stuck]
-        cleared = [key for key in self._stuck if key not in current]
-        for lock in became[:STUCK_LOG_LIMIT]:
+    def _log_stuck_changes(self, stuck: StuckLocks) -> None:
+        cleared = [key for key in self._stuck if key not in stuck.ages]
+        for lock in stuck.new:
             self.log.warning(
                 "lock_stuck",
                 key=lock.key,
@@ -215,13 +230,15 @@ class Monitor:
             )
         for key in cleared[:STUCK_LOG_LIMIT]:
             self.log.info(
-                "stuck_lock_cleared", key=key, last_age_seconds=round(self._stuck[key], 3)
+                "stuck_lock_cleared",
+                key=display(key, "key"),
+                last_age_seconds=round(self._stuck[key], 3),
             )
-        if len(became) > STUCK_LOG_LIMIT or len(cleared) > STUCK_LOG_LIMIT:
+        if stuck.new_count > STUCK_LOG_LIMIT or len(cleared) > STUCK_LOG_LIMIT:
             self.log.warning(
                 "stuck_locks_changed",
-                became_stuck=len(became),
+                became_stuck=stuck.new_count,
                 cleared=len(cleared),
-                stuck=len(current),
+                stuck=len(stuck.ages),
             )
-        self._stuck = current
+        self._stuck = stuck.ages

