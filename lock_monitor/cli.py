@@ -24,6 +24,7 @@ from lock_monitor.config import (
     ServerSettings,
     url_without_secrets,
 )
+from lock_monitor.connection import uses_tls
 from lock_monitor.locks import Lock
 from lock_monitor.metrics import build_registry
 from lock_monitor.monitor import Monitor
@@ -200,7 +201,9 @@ def redis_settings(params: dict[str, Any]) -> RedisSettings:
         raise click.UsageError("sentinel mode needs --sentinel HOST:PORT and --sentinel-master")
     if bool(params["redis_cert_file"]) != bool(params["redis_key_file"]):
         raise click.UsageError("--redis-cert-file and --redis-key-file go together")
-    return RedisSettings(
+    if mode == "cluster" and urlsplit(params["redis_url"]).path.strip("/") not in ("", "0"):
+        raise click.UsageError("a Redis Cluster has only database 0: fix the --redis-url path")
+    settings = RedisSettings(
         url=params["redis_url"],
         mode=mode,
         username=params["redis_username"],
@@ -214,6 +217,11 @@ def redis_settings(params: dict[str, Any]) -> RedisSettings:
         sentinel_password=params["sentinel_password_from_file"] or params["sentinel_password"],
         timeout=params["redis_timeout"],
     )
+    if (settings.ca_file or settings.cert_file or settings.tls_insecure) and not uses_tls(settings):
+        raise click.UsageError(
+            "--redis-ca-file, --redis-cert-file and --redis-tls-insecure need a rediss:// URL"
+        )
+    return settings
 
 
 def scan_settings(params: dict[str, Any]) -> ScanSettings:

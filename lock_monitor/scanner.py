@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import redis
+from redis.crc import key_slot
 
 from lock_monitor.locks import RawLock
 
@@ -32,14 +33,25 @@ def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
+def _mget_batches(keys: list[bytes], cluster: bool) -> list[list[bytes]]:
+    """One MGET for the page; a cluster node refuses an MGET across hash slots, so one per slot."""
+    if not cluster:
+        return [keys] if keys else []
+    batches: dict[int, list[bytes]] = {}
+    for key in keys:
+        batches.setdefault(key_slot(key), []).append(key)
+    return list(batches.values())
+
+
 def read_locks(
-    client: redis.Redis, pattern: str, count: int, seen: set[bytes]
+    client: redis.Redis, pattern: str, count: int, seen: set[bytes], cluster: bool = False
 ) -> Iterator[RawLock]:
     """Yield every live lock on `client` matching `pattern` once.
 
     `seen` holds the keys already yielded in this pass (SCAN may return a key twice, and in
     a cluster a key can show on two nodes during a failover); it is updated here.
     MGET answers nil for keys that are not strings; those get a TYPE in the next round trip.
+    `cluster`: `client` is one node of a Redis Cluster.
     """
     pipe = client.pipeline(transaction=False)
     pipe.time()
@@ -50,22 +62,23 @@ def read_locks(
     more = True
     while more or keys or untyped:
         more = cursor != 0
-        fresh = [key for key in dict.fromkeys(keys) if key not in seen]
+        batches = _mget_batches([key for key in dict.fromkeys(keys) if key not in seen], cluster)
+        fresh = [key for batch in batches for key in batch]
         seen.update(fresh)
         pipe = client.pipeline(transaction=False)
-        if fresh:
-            pipe.mget(fresh)
-            for key in fresh:
-                pipe.pttl(key)
+        for batch in batches:
+            pipe.mget(batch)
+        for key in fresh:
+            pipe.pttl(key)
         for key, _ in untyped:
             pipe.type(key)
         if more:
             pipe.scan(cursor, match=pattern, count=count)
         results = _execute(pipe) if len(pipe) else []
 
-        values = results[0] if fresh else []
-        pttls = results[1 : 1 + len(fresh)]
-        types = results[1 + len(fresh) if fresh else 0 :][: len(untyped)]
+        values = [value for batch in results[: len(batches)] for value in batch]
+        pttls = results[len(batches) : len(batches) + len(fresh)]
+        types = results[len(batches) + len(fresh) :][: len(untyped)]
         for (key, pttl), kind in zip(untyped, types, strict=True):
             if _text(kind) != "none":
                 yield RawLock(key, None, pttl, _text(kind), now)
