@@ -17,7 +17,7 @@ from redis.backoff import NoBackoff
 from redis.cluster import RedisCluster
 from redis.connection import parse_url
 from redis.retry import Retry
-from redis.sentinel import Sentinel, SentinelConnectionPool
+from redis.sentinel import MasterNotFoundError, Sentinel, SentinelConnectionPool
 
 from lock_monitor.config import RedisSettings
 
@@ -103,6 +103,24 @@ def sentinel_options(settings: RedisSettings) -> tuple[dict[str, Any], dict[str,
     return sentinels, primary
 
 
+def no_primary_reasons(pool: SentinelConnectionPool) -> str:
+    """Why no Sentinel named a primary, one short reason per Sentinel.
+
+    redis-py's own message embeds the repr of every client; this asks each Sentinel again
+    (only after a failure) to say what went wrong in words.
+    """
+    reasons = []
+    for sentinel in pool.sentinel_manager.sentinels:
+        options = sentinel.connection_pool.connection_kwargs
+        try:
+            state = sentinel.sentinel_master(pool.service_name)
+            problem = "primary is down" if state["is_sdown"] or state["is_odown"] else "no primary"
+        except redis.RedisError as exc:
+            problem = f"{type(exc).__name__}: {exc}"
+        reasons.append(f"{options['host']}:{options['port']}: {problem}")
+    return f"no Sentinel names a primary for {pool.service_name!r} ({'; '.join(reasons)})"
+
+
 @dataclass
 class Target:
     """The Redis being watched: a client, and how to find the nodes to scan this pass."""
@@ -122,7 +140,10 @@ class Target:
         pool = self.client.connection_pool
         if isinstance(pool, SentinelConnectionPool):
             # Asking now (rather than only on reconnect) moves to a new primary at once.
-            host, port = pool.get_master_address()  # type: ignore[no-untyped-call]
+            try:
+                host, port = pool.get_master_address()  # type: ignore[no-untyped-call]
+            except MasterNotFoundError:
+                raise MasterNotFoundError(no_primary_reasons(pool)) from None
             return [(f"{host}:{port}", self.client)]
         return [(self.settings.target(), self.client)]
 

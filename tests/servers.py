@@ -116,7 +116,9 @@ class RedisServer:
             detail = log.read_text() if log.exists() else ""
             raise RuntimeError(f"redis-server exited: {err} {detail}")
         try:
-            return bool(redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=1).ping())
+            # retry=None: redis-py would otherwise retry a NOAUTH answer for seconds.
+            probe = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=1, retry=None)
+            return bool(probe.ping())
         except redis.AuthenticationError:
             return True  # up, and asking for a password
         except redis.ResponseError as exc:
@@ -412,7 +414,14 @@ class SentinelSet:
 
     def __init__(self, workdir: Path, name: str, password: str, sentinel_password: str) -> None:
         self.name = name
-        auth = ("--requirepass", password, "--masterauth", password)
+        auth = (
+            "--requirepass",
+            password,
+            "--masterauth",
+            password,
+            "--repl-diskless-sync-delay",
+            "0",
+        )
         self.primary = RedisServer(workdir / "primary", None, *auth)
         self.replica = RedisServer(workdir / "replica", None, *auth)
         self.password, self.sentinel_password = password, sentinel_password
@@ -435,7 +444,7 @@ class SentinelSet:
         )
         for i in range(3):
             self.sentinels.append(SentinelServer(self.workdir / f"sentinel{i}", config).start())
-        wait_for(self._sentinels_see_everything, timeout=20, what="sentinels discovering")
+        wait_for(self._sentinels_know_the_replica, what="the sentinels finding the replica")
         return self
 
     def sentinel_client(self, index: int = 0) -> redis.Redis:
@@ -451,15 +460,47 @@ class SentinelSet:
         _, port = self.sentinel_client().sentinel_get_master_addr_by_name(self.name)
         return int(port)
 
-    def _sentinels_see_everything(self) -> bool:
-        for index in range(len(self.sentinels)):
-            client = self.sentinel_client(index)
-            master = client.sentinel_master(self.name)
-            replicas = client.sentinel_slaves(self.name)
-            if int(master["num-other-sentinels"]) != len(self.sentinels) - 1 or not replicas:
-                return False
-        return True
+    def _sentinels_know_the_replica(self) -> bool:
+        return all(self.sentinel_client(i).sentinel_slaves(self.name) for i in range(3))
+
+    def failover(self) -> RedisServer:
+        """SENTINEL FAILOVER (no agreement needed); returns the new primary once it is one."""
+        old_port = self.primary_port()
+        wait_for(lambda: self.sentinel_client().sentinel_failover(self.name), what="FAILOVER ok")
+        new = self.replica if old_port == self.primary.port else self.primary
+        wait_for(
+            lambda: self.primary_port() == new.port, what="the sentinel naming the new primary"
+        )
+        wait_for(lambda: self.role(new) == "master", what="the replica promoted")
+        return new
 
     def stop(self) -> None:
         for server in [*self.sentinels, self.replica, self.primary]:
             server.stop()
+
+
+def set_locks(client: redis.Redis | redis.RedisCluster, keys: list[str], age: float) -> None:
+    """Take locks the way the backend does (value: epoch ms, TTL), `age` seconds ago."""
+    seconds, micros = client.time()
+    taken = int((seconds + micros / 1e6 - age) * 1000)
+    pipe = client.pipeline()
+    for key in keys:
+        pipe.set(key, taken, px=60_000)
+    pipe.execute()
+
+
+def require_tls_build() -> str:
+    """redis-server, if built with TLS (Debian's is; some pip-bundled builds are not)."""
+    binary = require_binary("redis-server", "LOCK_MONITOR_TEST_REDIS_SERVER")
+    probe = subprocess.run(
+        [binary, "--port", "0", "--tls-port", "1", "--tls-cert-file", "/nonexistent"],
+        capture_output=True,
+        text=True,
+        timeout=10,
+    )  # exits at once either way: a bad directive, or a certificate it cannot load
+    if "Bad directive" in probe.stdout + probe.stderr:
+        message = f"{binary} was built without TLS (set LOCK_MONITOR_TEST_REDIS_SERVER)"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    return binary
