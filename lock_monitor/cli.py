@@ -120,7 +120,9 @@ def redis_options(command: F) -> F:
             "--redis-mode",
             type=click.Choice(["standalone", "cluster", "sentinel"]),
             default="standalone",
-            help="One server, a Redis Cluster, or a Sentinel set.",
+            help="standalone: one server. cluster: --redis-url is any one node; every primary "
+            "is read. sentinel: --sentinel and --sentinel-master find the primary; only the "
+            "credentials and database of --redis-url are used.",
         ),
         option("--redis-username", help="ACL user name (see the README for a minimal user)."),
         option("--redis-password", hidden=True, envvar=["REDIS_PASSWORD"]),
@@ -243,7 +245,17 @@ def cli() -> None:
     """Prometheus exporter for distributed locks kept in Redis."""
 
 
-@cli.command()
+MODE_EXAMPLES = """\b
+Examples, one per mode:
+  lock-monitor run --redis-url redis://redis:6379/0
+  lock-monitor run --redis-mode cluster --redis-url redis://redis-cluster-0.redis-cluster:6379
+  lock-monitor run --redis-mode sentinel --sentinel sentinel-0:26379 \\
+      --sentinel sentinel-1:26379 --sentinel-master mymaster
+  lock-monitor run --redis-url rediss://redis:6380/0 --redis-ca-file /tls/ca.crt
+"""
+
+
+@cli.command(epilog=MODE_EXAMPLES)
 @redis_options
 @scan_options
 @option(

@@ -116,6 +116,7 @@ def test_daemon_follows_a_failover_without_restart(cluster: ClusterServers) -> N
             assert status["redis_up"] is False
             assert node_name(victim) in status["last_error"]
             assert {"node": node_name(victim), "up": False} in status["nodes"]
+            assert f"{node_name(victim)}: DOWN" in monitor.get("/")[1]
 
             cluster.wait_healthy()  # the victim's replica has taken over its slots
             after = {node_name(server) for server in cluster.primaries()}
