@@ -191,10 +191,14 @@ def describe_tls_error(exc: BaseException) -> str | None:
                 f"TLS: the server's certificate does not verify ({reason}); "
                 "check --redis-ca-file, or skip verification with --redis-tls-insecure"
             )
-        if isinstance(cause, ssl.SSLError) and cause.reason == "TLSV13_ALERT_CERTIFICATE_REQUIRED":
+        # With TLS 1.3 the server checks the client's certificate after the handshake: its
+        # refusal arrives as an alert, or (when the client writes first) as a bare EOF.
+        if isinstance(cause, ssl.SSLEOFError) or (
+            isinstance(cause, ssl.SSLError) and "ALERT" in (cause.reason or "")
+        ):
             return (
-                "TLS: the server requires a client certificate; "
-                "set --redis-cert-file and --redis-key-file"
+                f"TLS: the server ended the session ({cause.reason or cause}); it may require "
+                "a client certificate it trusts: check --redis-cert-file and --redis-key-file"
             )
         cause = cause.__cause__ or cause.__context__
     return None
