@@ -11,14 +11,11 @@ REDIS_SCHEMES = ("redis", "rediss")
 
 
 def url_without_secrets(url: str) -> str:
-    """The URL with any password removed, for logs and pages."""
+    """The URL with any password (and query options) removed, for logs, pages and errors."""
     parts = urlsplit(url)
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    netloc = host + (f":{parts.port}" if parts.port else "")
-    if parts.username:
-        netloc = f"{parts.username}@{netloc}"
+    userinfo, _, hostport = parts.netloc.rpartition("@")
+    user = userinfo.partition(":")[0]
+    netloc = f"{user}@{hostport}" if user else hostport
     return parts._replace(netloc=netloc, query="").geturl()
 
 

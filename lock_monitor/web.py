@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import html
 import json
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -175,6 +176,10 @@ class _Server(ThreadingMixIn, WSGIServer):
     daemon_threads = True  # a slow client must not hold up shutdown
 
 
+class _Server6(_Server):
+    address_family = socket.AF_INET6
+
+
 class _QuietHandler(WSGIRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         """Scrapes every few seconds are not news; errors still reach the log as exceptions."""
@@ -184,8 +189,9 @@ class HttpServer:
     """The HTTP server in a background thread, so the main thread can wait for signals."""
 
     def __init__(self, app: App, address: str, port: int) -> None:
+        server_class = _Server6 if ":" in address else _Server  # "::" listens on IPv6 too
         self._server = make_server(
-            address, port, app, server_class=_Server, handler_class=_QuietHandler
+            address, port, app, server_class=server_class, handler_class=_QuietHandler
         )
         self.port = int(self._server.server_address[1])
         self._thread = threading.Thread(

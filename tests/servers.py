@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import pytest
 import redis
@@ -68,8 +68,10 @@ def require_binary(name: str, env_override: str | None = None) -> str:
 class RedisServer:
     """One redis-server process on a loopback port, with its data in `workdir`."""
 
-    def __init__(self, workdir: Path, port: int | None = None, *extra_args: str) -> None:
-        self.binary = require_binary("redis-server", "LOCK_MONITOR_TEST_REDIS_SERVER")
+    def __init__(
+        self, workdir: Path, port: int | None = None, *extra_args: str, binary: str | None = None
+    ) -> None:
+        self.binary = binary or require_binary("redis-server", "LOCK_MONITOR_TEST_REDIS_SERVER")
         self.workdir = workdir
         self.port = port or free_port()
         self.extra_args = list(extra_args)
@@ -230,6 +232,48 @@ def running_monitor(*args: str, env: dict[str, str] | None = None) -> Iterator[M
         yield monitor
     finally:
         monitor.stop()
+
+
+def run_monitor(
+    *args: str, env: dict[str, str] | None = None, file_size_limit: int | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run the CLI once to completion. `file_size_limit` (RLIMIT_FSIZE, bytes) makes any write
+    past that size fail with EFBIG in the CLI process only: a full disk as the process sees it."""
+
+    def limit() -> None:
+        import resource  # POSIX only, like the servers these tests start
+
+        if file_size_limit is not None:
+            resource.setrlimit(resource.RLIMIT_FSIZE, (file_size_limit, file_size_limit))
+
+    return subprocess.run(
+        monitor_command(*args),
+        env=env or monitor_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        preexec_fn=limit,  # only setrlimit between fork and exec
+        check=False,
+    )
+
+
+def cli_error(result: subprocess.CompletedProcess[str]) -> str:
+    """A failed CLI run: exit 1 and exactly one `lock-monitor: error: ...` line on stderr."""
+    assert result.returncode == 1, result.stderr
+    (line,) = result.stderr.splitlines()
+    assert line.startswith("lock-monitor: error: ")
+    return line
+
+
+def cli_record(result: subprocess.CompletedProcess[str], event: str) -> dict[str, Any]:
+    """A successful backup/restore run: exit 0 and ONE JSON log line naming a complete file."""
+    assert result.returncode == 0, result.stderr
+    (line,) = result.stderr.splitlines()
+    record: dict[str, Any] = json.loads(line)
+    assert record["event"] == event
+    assert record["bytes"] == Path(record["file"]).stat().st_size > 0
+    assert record["seconds"] >= 0
+    return record
 
 
 # --- TLS, Redis Cluster and Sentinel ------------------------------------------------------

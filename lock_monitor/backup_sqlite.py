@@ -1,0 +1,138 @@
+"""SQLite backups and restores for the backend's database.
+
+The copy is made with SQLite's online backup API in one step: it reads one consistent
+snapshot while the backend keeps writing (in WAL mode writers are not blocked at all; in
+rollback-journal mode they wait for the copy, up to their busy timeout). The copy must pass
+`PRAGMA integrity_check` before it is compressed, and the compressed file must decompress to
+exactly the copy before it gets its final name.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import re
+import sqlite3
+import stat
+import time
+import zlib
+from collections.abc import Iterator
+from contextlib import closing
+from datetime import UTC, datetime
+from pathlib import Path
+
+from lock_monitor.backup import (
+    CHUNK,
+    STAMP,
+    BackupError,
+    Written,
+    atomic_file,
+    prune,
+    scratch_path,
+    utc_stamp,
+)
+
+NAME_PATTERN = re.compile(rf"db-backup-{STAMP}\.db\.gz")
+BUSY_TIMEOUT = 30.0  # seconds to wait for the backend's write transaction to finish
+
+
+def _online_copy(db: Path, copy: Path) -> None:
+    """A consistent copy of `db`, read-only on the source (a backup never writes to it)."""
+    try:
+        source = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True, timeout=BUSY_TIMEOUT)
+        with closing(source), closing(sqlite3.connect(copy)) as target:
+            source.backup(target)
+    except sqlite3.Error as exc:
+        raise BackupError(f"cannot copy {db}: {exc}") from None
+
+
+def check_integrity(path: Path, label: str) -> None:
+    """`PRAGMA integrity_check` must answer exactly `ok`."""
+    try:
+        with closing(sqlite3.connect(path)) as conn:
+            rows = conn.execute("PRAGMA integrity_check").fetchall()
+    except sqlite3.Error as exc:
+        raise BackupError(f"{label} is not a sound SQLite database: {exc}") from None
+    if rows != [("ok",)]:
+        problems = [
+            line for (row,) in rows for line in str(row).splitlines() if not line.startswith("***")
+        ] or ["no answer"]
+        raise BackupError(
+            f"{label} fails integrity_check: {problems[0]} ({len(problems)} problems)"
+        )
+
+
+def gunzip_chunks(path: Path) -> Iterator[bytes]:
+    """The decompressed content; a truncated or damaged file is an error, not a short result."""
+    try:
+        with gzip.open(path, "rb") as compressed:
+            while chunk := compressed.read(CHUNK):
+                yield chunk
+    except (OSError, EOFError, zlib.error) as exc:
+        raise BackupError(f"{path} is not a complete gzip file: {exc}") from None
+
+
+def _sha256(chunks: Iterator[bytes]) -> str:
+    digest = hashlib.sha256()
+    for chunk in chunks:
+        digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _file_chunks(path: Path) -> Iterator[bytes]:
+    with path.open("rb") as file:
+        while chunk := file.read(CHUNK):
+            yield chunk
+
+
+def backup_sqlite(db: Path, dest: Path, keep_days: int) -> Written:
+    """Copy, check, compress and keep `db` as DEST/db-backup-<stamp>.db.gz; then retention."""
+    started = time.monotonic()
+    now = datetime.now(UTC)
+    final = dest / f"db-backup-{utc_stamp(now)}.db.gz"
+    with scratch_path(dest, ".db") as copy:
+        _online_copy(db, copy)
+        check_integrity(copy, f"the copy of {db}")
+        with atomic_file(final) as output:
+            # mtime=0 and no file name in the header: the same database gives the same bytes.
+            with gzip.GzipFile(filename="", mode="wb", fileobj=output, mtime=0) as compressed:
+                for chunk in _file_chunks(copy):
+                    compressed.write(chunk)
+            output.flush()
+            if _sha256(gunzip_chunks(output.path)) != _sha256(_file_chunks(copy)):
+                raise BackupError(f"{final} does not decompress to the copy it was made from")
+    deleted = prune(dest, NAME_PATTERN, keep_days, now)
+    return Written(final, final.stat().st_size, time.monotonic() - started, deleted)
+
+
+def restore_sqlite(backup: Path, db: Path) -> tuple[Written, Path | None]:
+    """Replace `db` with the checked content of `backup`; keep the old file beside it.
+
+    Returns what was written and where the replaced database was kept (None if there was
+    none). The database's writers must be stopped: a file replaced under an open connection
+    would keep receiving its writes, and a leftover -wal or hot -journal would be replayed
+    into the restored file, so their presence is refused.
+    """
+    started = time.monotonic()
+    for side in ("-wal", "-journal"):
+        leftover = Path(f"{db}{side}")
+        if leftover.exists() and leftover.stat().st_size > 0:
+            raise BackupError(
+                f"{leftover} exists: the database is in use or was not closed cleanly; "
+                "stop its writers (and let SQLite recover it) before restoring"
+            )
+    previous = Path(f"{db}.pre-restore-{utc_stamp(datetime.now(UTC))}") if db.exists() else None
+    with atomic_file(db, replace=True) as output:
+        for chunk in gunzip_chunks(backup):
+            output.write(chunk)
+        output.flush()
+        check_integrity(output.path, str(backup))
+        if previous is not None:
+            # The restored file gets the old one's permissions, so its owner can still open it.
+            os.chmod(output.path, stat.S_IMODE(db.stat().st_mode))
+            try:
+                os.link(db, previous)  # the old bytes under a second name: instant, no copy
+            except OSError as exc:
+                raise BackupError(f"cannot keep {db} as {previous}: {exc.strerror}") from None
+    return Written(db, output.size, time.monotonic() - started), previous

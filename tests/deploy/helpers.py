@@ -1,0 +1,101 @@
+"""Shared pieces of the deployment tests: promtool, PromQL metric names, the README's tables."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tests.servers import ROOT, monitor_command, monitor_env, require_binary
+
+DEPLOY = ROOT / "deploy"
+ALERTS = DEPLOY / "prometheus" / "alerts.yml"
+DASHBOARD = DEPLOY / "grafana" / "dashboards" / "appointment-performance.json"
+README = ROOT / "README.md"
+
+_KEYWORDS = {"and", "or", "unless", "bool", "offset", "inf", "nan"}
+_HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
+
+
+def load_yaml(path: Path) -> Any:
+    return yaml.safe_load(path.read_text())
+
+
+def promtool(*args: str) -> str:
+    """Run promtool; fail the test with its output when it does not succeed."""
+    result = subprocess.run(
+        [require_binary("promtool"), *args], capture_output=True, text=True, timeout=60
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, f"promtool {' '.join(args)} failed:\n{output}"
+    return output
+
+
+def alert_rules() -> list[dict[str, Any]]:
+    return [rule for group in load_yaml(ALERTS)["groups"] for rule in group["rules"]]
+
+
+def metric_names(expr: str) -> set[str]:
+    """Metric names a PromQL expression reads (functions, labels, keywords and numbers removed).
+
+    A deliberately small lexer: the expressions have already been checked by promtool.
+    """
+    text = re.sub(r'"(?:[^"\\]|\\.)*"', '""', expr)
+    text = re.sub(r"\{[^}]*\}|\[[^\]]*\]", " ", text)
+    text = re.sub(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", " ", text)
+    text = re.sub(r"\boffset\s+\w+", " ", text)
+    text = re.sub(r"(?<![\w:.])\d[\w.+-]*", " ", text)
+    names = set()
+    for match in re.finditer(r"[A-Za-z_:][\w:]*", text):
+        if text[match.end() :].lstrip().startswith("(") or match.group() in _KEYWORDS:
+            continue
+        names.add(match.group())
+    return names
+
+
+def readme_section(title: str) -> str:
+    """The text of a `## title` section of the README."""
+    text = README.read_text()
+    match = re.search(rf"^## {re.escape(title)}\n(.*?)(?=^## |\Z)", text, re.S | re.M)
+    assert match, f"README.md has no section '## {title}'"
+    return match.group(1)
+
+
+def readme_metrics() -> dict[str, str]:
+    """Metric name -> exporter, from the README's table of metrics the rules rely on."""
+    rows = re.findall(
+        r"^\|\s*`([\w:]+)`\s*\|[^|\n]*\|\s*([^|\n]+?)\s*\|",
+        readme_section("Metrics the alerts and dashboard rely on"),
+        re.M,
+    )
+    return dict(rows)
+
+
+def documented(name: str, table: dict[str, str]) -> bool:
+    """Whether the README lists `name`, or the histogram it is a series of."""
+    if name in table:
+        return True
+    return any(name.endswith(s) and name.removesuffix(s) in table for s in _HISTOGRAM_SUFFIXES)
+
+
+@cache
+def monitor_env_vars() -> frozenset[str]:
+    """The environment variables `lock-monitor run` reads, as its --help lists them."""
+    result = subprocess.run(
+        monitor_command("run", "--help"),
+        env=monitor_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return frozenset(re.findall(r"LOCK_MONITOR_[A-Z_]+", result.stdout)) | {"REDIS_PASSWORD"}
+
+
+def unknown_monitor_env(environment: dict[str, object]) -> set[str]:
+    """Variables set for the exporter that it does not read (a typo, a renamed option)."""
+    return set(environment) - monitor_env_vars()

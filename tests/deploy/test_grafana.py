@@ -1,0 +1,101 @@
+"""The Grafana dashboard: the guide's title and panels, its targets, and queries that parse."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.deploy.helpers import (
+    DASHBOARD,
+    DEPLOY,
+    documented,
+    metric_names,
+    promtool,
+    readme_metrics,
+)
+
+# Panel title -> threshold step values (after the base step), from the guide's
+# "Performance Targets" table: target value, then alert threshold.
+THRESHOLDS: dict[str, list[float]] = {
+    "API Response Time (p95)": [2, 3],
+    "Lock Wait Time": [0.5, 1],
+    "Redis Memory Usage": [0.7, 0.8],
+    "Lock Contention Rate": [5, 10],
+    "Appointment Queue Length": [100],
+    "Backup Status": [1],
+    "Active Locks": [],
+    "Stuck Locks": [1, 6],
+}
+GRAFANA_VARIABLES = re.compile(r"\$\{?__(?:rate_interval|interval|range)\}?")
+
+
+@pytest.fixture(scope="module")
+def dashboard() -> dict[str, Any]:
+    return json.loads(DASHBOARD.read_text())
+
+
+def targets(dashboard: dict[str, Any]) -> list[tuple[str, str]]:
+    """(panel title, PromQL) for every query of every panel."""
+    return [(p["title"], t["expr"]) for p in dashboard["panels"] for t in p["targets"]]
+
+
+def test_title_and_the_guides_eight_panels(dashboard: dict[str, Any]) -> None:
+    assert dashboard["title"] == "Appointment Performance (Case 3)"
+    titles = [panel["title"] for panel in dashboard["panels"]]
+    assert sorted(titles) == sorted(THRESHOLDS)
+    assert len({panel["id"] for panel in dashboard["panels"]}) == len(titles)
+
+
+def test_every_query_uses_the_datasource_variable(dashboard: dict[str, Any]) -> None:
+    [variable] = [v for v in dashboard["templating"]["list"] if v["type"] == "datasource"]
+    assert variable["query"] == "prometheus"
+    reference = "${" + variable["name"] + "}"
+    for panel in dashboard["panels"]:
+        assert panel["datasource"]["uid"] == reference, panel["title"]
+        assert all(t["datasource"]["uid"] == reference for t in panel["targets"]), panel["title"]
+
+
+def test_thresholds_follow_the_performance_targets(dashboard: dict[str, Any]) -> None:
+    for panel in dashboard["panels"]:
+        steps = panel["fieldConfig"]["defaults"]["thresholds"]["steps"]
+        assert steps[0]["value"] is None, "the base step"
+        assert [s["value"] for s in steps[1:]] == THRESHOLDS[panel["title"]], panel["title"]
+        assert steps[-1]["color"] in ({"red", "green"} if len(steps) > 1 else {"green"})
+
+
+def test_every_query_parses(dashboard: dict[str, Any], tmp_path: Path) -> None:
+    """promtool checks PromQL only inside rules, so each query becomes a recording rule."""
+    rules = [
+        {"record": f"dashboard:panel_{i}", "expr": GRAFANA_VARIABLES.sub("5m", expr)}
+        for i, (_, expr) in enumerate(targets(dashboard))
+    ]
+    path = tmp_path / "dashboard_rules.yml"
+    path.write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}))
+    assert f"SUCCESS: {len(rules)} rules found" in promtool("check", "rules", str(path))
+
+
+def test_every_query_uses_only_documented_metrics(dashboard: dict[str, Any]) -> None:
+    table = readme_metrics()
+    for title, expr in targets(dashboard):
+        names = metric_names(GRAFANA_VARIABLES.sub("5m", expr))
+        assert names, f"{title}: no metric found in {expr}"
+        missing = {m for m in names if not documented(m, table)}
+        assert not missing, f"{title}: not in README's metrics table: {missing}"
+
+
+def test_provisioning_loads_the_dashboards_directory() -> None:
+    provisioning = yaml.safe_load(
+        (DEPLOY / "grafana" / "provisioning" / "dashboards" / "dashboards.yml").read_text()
+    )
+    [provider] = provisioning["providers"]
+    assert provider["type"] == "file"
+    assert provider["options"]["path"] == "/var/lib/grafana/dashboards"
+    datasources = yaml.safe_load(
+        (DEPLOY / "grafana" / "provisioning" / "datasources" / "prometheus.yml").read_text()
+    )
+    assert [d["type"] for d in datasources["datasources"]] == ["prometheus"]

@@ -1,0 +1,241 @@
+"""The Kubernetes manifests: rendered by kustomize, schema-validated, and held to the guide.
+
+The guide's names, ports and Redis settings are a contract with the operators and the backend;
+these tests fail when a manifest drifts from it.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import tomllib
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from tests.deploy.helpers import unknown_monitor_env
+from tests.servers import ROOT, require_binary
+
+K8S_VERSION = "1.30.0"
+CUSTOM_KINDS = {
+    ("monitoring.coreos.com/v1", "ServiceMonitor"),
+    ("monitoring.coreos.com/v1", "PrometheusRule"),
+}
+Resource = dict[str, Any]
+
+
+@pytest.fixture(scope="module")
+def rendered() -> list[Resource]:
+    kubectl = require_binary("kubectl")
+    out = subprocess.run(
+        [kubectl, "kustomize", str(ROOT / "deploy" / "k8s")],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    ).stdout
+    return [doc for doc in yaml.safe_load_all(out) if doc]
+
+
+def find(resources: list[Resource], kind: str, name: str) -> Resource:
+    matches = [r for r in resources if r["kind"] == kind and r["metadata"]["name"] == name]
+    assert len(matches) == 1, f"expected exactly one {kind}/{name}, found {len(matches)}"
+    return matches[0]
+
+
+def container(pod_spec: Resource, name: str) -> Resource:
+    matches = [c for c in pod_spec["containers"] if c["name"] == name]
+    assert matches, f"no container {name}"
+    return matches[0]
+
+
+def env_of(c: Resource) -> dict[str, Any]:
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in c.get("env", [])}
+
+
+def secret_ref(name: str = "redis-secret", key: str = "password") -> Resource:
+    return {"secretKeyRef": {"name": name, "key": key}}
+
+
+@pytest.fixture(scope="module")
+def pod(rendered: list[Resource]) -> Resource:
+    return find(rendered, "StatefulSet", "redis")["spec"]["template"]
+
+
+def test_every_resource_validates_strictly(rendered: list[Resource]) -> None:
+    kinds = set()
+    for resource in rendered:
+        kinds.add(resource["kind"])
+        if (resource["apiVersion"], resource["kind"]) in CUSTOM_KINDS:
+            continue  # custom resources have no schema in kubernetes-validate
+        kubernetes_validate.validate(resource, K8S_VERSION, strict=True)
+    assert {"StatefulSet", "Service", "NetworkPolicy", "ConfigMap"} <= kinds
+    assert "Secret" not in kinds  # a real password is never overwritten by `apply -k`
+    assert {"ServiceMonitor", "PrometheusRule"} <= kinds
+
+
+def test_validation_rejects_a_broken_resource(rendered: list[Resource]) -> None:
+    broken = json.loads(json.dumps(find(rendered, "Service", "redis")))
+    broken["spec"]["ports"][0]["prot"] = 6379
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(broken, K8S_VERSION, strict=True)
+
+
+def test_redis_statefulset_settings(rendered: list[Resource], pod: Resource) -> None:
+    sts = find(rendered, "StatefulSet", "redis")
+    assert sts["spec"]["serviceName"] == "redis-headless"
+    assert pod["metadata"]["labels"]["app"] == "redis"
+    default_container = pod["metadata"]["annotations"]["kubectl.kubernetes.io/default-container"]
+    assert default_container == "redis", "the guide's kubectl exec redis-0 -- redis-cli"
+    assert sts["spec"]["selector"]["matchLabels"] == {"app": "redis"}
+    redis = container(pod["spec"], "redis")
+    assert redis["image"].startswith("redis:7")
+    args = redis["command"] + redis["args"]
+    settings = dict(zip(args[1::2], args[2::2], strict=False))
+    assert settings["--maxmemory"] == "256mb"
+    assert settings["--maxmemory-policy"] == "allkeys-lru"
+    assert settings["--appendonly"] == "yes"
+    assert settings["--requirepass"] == "$(REDIS_PASSWORD)"
+    assert env_of(redis)["REDIS_PASSWORD"] == secret_ref()
+    assert {p["containerPort"] for p in redis["ports"]} == {6379}
+    assert redis["livenessProbe"]
+    assert redis["readinessProbe"]
+    assert redis["resources"]["requests"]
+    assert redis["resources"]["limits"]
+    claims = sts["spec"]["volumeClaimTemplates"]
+    assert [c["metadata"]["name"] for c in claims] == ["data"]
+    assert {"name": "data", "mountPath": "/data"} in redis["volumeMounts"]
+
+
+def test_lock_monitor_sidecar(pod: Resource) -> None:
+    c = container(pod["spec"], "lock-monitor")
+    image, _, tag = c["image"].rpartition(":")
+    assert image.endswith("lock-monitor")
+    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    assert tag == version, "the image tag in kustomization.yaml follows the project version"
+    env = env_of(c)
+    assert env["LOCK_MONITOR_REDIS_URL"].startswith("redis://localhost:6379")
+    assert env["REDIS_PASSWORD"] == secret_ref()
+    assert env["LOCK_MONITOR_LISTEN_ADDRESS"] == "0.0.0.0"
+    assert not unknown_monitor_env(env)
+    assert c["ports"] == [{"name": "lock-monitor", "containerPort": 9150, "protocol": "TCP"}]
+    assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "lock-monitor"}
+    assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "lock-monitor"}
+    sc = c["securityContext"]
+    assert sc["runAsNonRoot"] is True
+    assert sc["readOnlyRootFilesystem"] is True
+    assert sc["allowPrivilegeEscalation"] is False
+    assert sc["capabilities"]["drop"] == ["ALL"]
+    assert c["resources"]["requests"]
+    assert c["resources"]["limits"]
+
+
+def test_no_service_links_to_shadow_the_exporter_options(pod: Resource) -> None:
+    """Service lock-monitor would inject LOCK_MONITOR_PORT=tcp://..., read as the --port option."""
+    assert pod["spec"]["enableServiceLinks"] is False
+
+
+def test_redis_exporter_sidecar(pod: Resource) -> None:
+    c = container(pod["spec"], "redis-exporter")
+    assert c["image"].startswith("oliver006/redis_exporter:")
+    assert env_of(c)["REDIS_PASSWORD"] == secret_ref()
+    assert env_of(c)["REDIS_ADDR"] == "redis://localhost:6379"
+    assert [p["containerPort"] for p in c["ports"]] == [9121]
+    assert c["securityContext"]["readOnlyRootFilesystem"] is True
+    assert c["resources"]["limits"]
+
+
+@pytest.mark.parametrize(
+    ("name", "port", "target", "scraped"),
+    [
+        ("redis", 6379, "redis", False),
+        ("redis-headless", 6379, "redis", False),
+        ("lock-monitor", 9150, "lock-monitor", True),
+        ("redis-exporter", 9121, "redis-exporter", True),
+    ],
+)
+def test_services(
+    rendered: list[Resource], pod: Resource, name: str, port: int, target: str, scraped: bool
+) -> None:
+    svc = find(rendered, "Service", name)
+    selector = svc["spec"]["selector"]
+    assert selector.items() <= pod["metadata"]["labels"].items(), "selector must match the pod"
+    [svc_port] = svc["spec"]["ports"]
+    assert (svc_port["port"], svc_port["targetPort"]) == (port, target)
+    named_ports = {p["name"] for c in pod["spec"]["containers"] for p in c["ports"]}
+    assert target in named_ports
+    annotations = svc["metadata"].get("annotations", {})
+    if scraped:
+        assert annotations == {
+            "prometheus.io/scrape": "true",
+            "prometheus.io/port": str(port),
+            "prometheus.io/path": "/metrics",
+        }
+        assert svc["metadata"]["labels"]["app"] == name
+        assert svc["spec"]["publishNotReadyAddresses"] is True, "scrape redis_up 0 while down"
+    else:
+        assert "prometheus.io/scrape" not in annotations
+    if name == "redis-headless":
+        assert svc["spec"]["clusterIP"] == "None"
+
+
+@pytest.mark.parametrize("name", ["lock-monitor", "redis-exporter"])
+def test_service_monitors(rendered: list[Resource], name: str) -> None:
+    sm = find(rendered, "ServiceMonitor", name)
+    svc = find(rendered, "Service", name)
+    assert sm["spec"]["selector"]["matchLabels"].items() <= svc["metadata"]["labels"].items()
+    others = [s for s in rendered if s["kind"] == "Service" and s is not svc]
+    assert not any(
+        sm["spec"]["selector"]["matchLabels"].items() <= s["metadata"]["labels"].items()
+        for s in others
+    ), "the ServiceMonitor must select only its own Service"
+    [endpoint] = sm["spec"]["endpoints"]
+    assert endpoint["port"] == svc["spec"]["ports"][0]["name"]
+    assert endpoint["path"] == "/metrics"
+
+
+def test_network_policy(rendered: list[Resource], pod: Resource) -> None:
+    policy = find(rendered, "NetworkPolicy", "redis")["spec"]
+    assert policy["podSelector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
+    assert policy["policyTypes"] == ["Ingress"]
+    allowed: dict[int, list[Resource]] = {}
+    for rule in policy["ingress"]:
+        for port in rule["ports"]:
+            allowed.setdefault(port["port"], []).extend(rule["from"])
+    assert set(allowed) == {6379, 9150, 9121}
+    assert allowed[6379] == [{"podSelector": {"matchLabels": {"app": "backend"}}}]
+    prometheus = {
+        "namespaceSelector": {},
+        "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}},
+    }
+    assert allowed[9150] == [prometheus]
+    assert allowed[9121] == [prometheus]
+
+
+def test_example_secret_is_marked_and_a_placeholder() -> None:
+    example = ROOT / "deploy" / "k8s" / "secret.example.yaml"
+    secret = yaml.safe_load(example.read_text())
+    kubernetes_validate.validate(secret, K8S_VERSION, strict=True)
+    assert (secret["kind"], secret["metadata"]["name"]) == ("Secret", "redis-secret")
+    assert set(secret["stringData"]) == {"password"}
+    assert "CHANGE-ME" in secret["stringData"]["password"]
+    assert "EXAMPLE ONLY" in example.read_text()
+
+
+def test_prometheus_rule_and_dashboard_config_map(rendered: list[Resource]) -> None:
+    rule = find(rendered, "PrometheusRule", "lock-monitor-alerts")
+    source = yaml.safe_load((ROOT / "deploy" / "prometheus" / "alerts.yml").read_text())
+    assert rule["spec"]["groups"] == source["groups"]
+    cm = find(rendered, "ConfigMap", "grafana-dashboard-appointment-performance")
+    assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
+    dashboard = ROOT / "deploy" / "grafana" / "dashboards" / "appointment-performance.json"
+    assert json.loads(cm["data"]["appointment-performance.json"]) == json.loads(
+        dashboard.read_text()
+    )
+
+
+def test_kustomization_leaves_room_for_backups() -> None:
+    text = (ROOT / "deploy" / "k8s" / "kustomization.yaml").read_text()
+    assert "backup-cronjob.yaml" in text

@@ -1,0 +1,178 @@
+"""A real Prometheus scrapes the real exporter with the real alert rules loaded.
+
+This is where the rules meet the exporter's actual metric names: StuckLocksDetected must see
+`stuck_locks_count` as Prometheus stores it, go pending above five stuck locks, and clear when
+they are released.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import subprocess
+import time
+import urllib.request
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import pytest
+import redis
+import yaml
+
+from tests.deploy.helpers import ALERTS
+from tests.servers import MonitorProcess, free_port, redis_server, require_binary, wait_for
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
+
+STUCK = 'stuck_locks_count{job="lock-monitor"}'
+ACTIVE = 'active_locks_count{job="lock-monitor"}'
+
+
+class PrometheusServer:
+    """/usr/bin/prometheus on a loopback port, scraping and evaluating every second."""
+
+    def __init__(self, workdir: Path, target: str) -> None:
+        self.binary = require_binary("prometheus")
+        self.workdir = workdir
+        self.port = free_port()
+        self.log = workdir / "prometheus.log"
+        config = {
+            "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+            "rule_files": [str(ALERTS)],
+            "scrape_configs": [
+                {"job_name": "lock-monitor", "static_configs": [{"targets": [target]}]}
+            ],
+        }
+        self.config = workdir / "prometheus.yml"
+        self.process: subprocess.Popen[bytes] | None = None
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.config.write_text(yaml.safe_dump(config))
+
+    def start(self) -> PrometheusServer:
+        with self.log.open("wb") as log:
+            self.process = subprocess.Popen(
+                [
+                    self.binary,
+                    f"--config.file={self.config}",
+                    f"--storage.tsdb.path={self.workdir / 'data'}",
+                    f"--web.listen-address=127.0.0.1:{self.port}",
+                    "--log.level=warn",
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+            )
+        wait_for(self._ready, timeout=30, what="prometheus /-/ready")
+        return self
+
+    def _ready(self) -> bool:
+        assert self.process is not None
+        if self.process.poll() is not None:
+            raise RuntimeError(f"prometheus exited: {self.log.read_text()}")
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/-/ready", timeout=2) as r:
+            return bool(r.status == 200)
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+
+    def api(self, path: str, **params: str) -> Any:
+        url = f"http://127.0.0.1:{self.port}/api/v1/{path}?{urlencode(params)}"
+        with urllib.request.urlopen(url, timeout=5) as response:
+            body = json.load(response)
+        assert body["status"] == "success", body
+        return body["data"]
+
+    def value(self, query: str) -> float | None:
+        """The instant value of a one-series query, None when it has no result."""
+        result = self.api("query", query=query)["result"]
+        assert len(result) <= 1, result
+        return float(result[0]["value"][1]) if result else None
+
+    def alerts(self, name: str) -> list[dict[str, Any]]:
+        return [a for a in self.api("alerts")["alerts"] if a["labels"]["alertname"] == name]
+
+    def alert_states(self, name: str) -> list[str]:
+        return [alert["state"] for alert in self.alerts(name)]
+
+    def last_evaluation(self, group: str) -> float:
+        """Unix time of the rule group's last evaluation."""
+        [found] = [g for g in self.api("rules")["groups"] if g["name"] == group]
+        stamp = re.sub(r"(\.\d{6})\d*", r"\1", found["lastEvaluation"]).replace("Z", "+00:00")
+        return datetime.fromisoformat(stamp).timestamp()
+
+
+@pytest.fixture
+def stack(tmp_path: Path) -> Iterator[tuple[redis.Redis, PrometheusServer]]:
+    with redis_server(tmp_path / "redis") as server:
+        monitor = MonitorProcess(
+            "--redis-url", server.url, "--interval", "0.5", "--stuck-threshold", "30"
+        ).start()
+        prometheus = PrometheusServer(tmp_path / "prometheus", f"127.0.0.1:{monitor.port}")
+        try:
+            prometheus.start()
+            yield server.client(), prometheus
+        finally:
+            prometheus.stop()
+            monitor.stop()
+
+
+def add_locks(client: redis.Redis, ids: range, age_seconds: float) -> None:
+    """Locks as the backend takes them: SET key <epoch-ms> PX ... NX, `age_seconds` old."""
+    value = int((time.time() - age_seconds) * 1000)
+    for i in ids:
+        assert client.set(f"lock:appointment:{i}", value, px=300_000, nx=True)
+
+
+def evaluated_after(prometheus: PrometheusServer, moment: float) -> None:
+    """Wait until the lock-monitor rules were evaluated after `moment` (no fixed sleep)."""
+    wait_for(
+        lambda: prometheus.last_evaluation("lock-monitor") > moment + 1,
+        timeout=15,
+        what="a rule evaluation",
+    )
+
+
+def test_stuck_locks_alert_goes_pending_and_clears(
+    stack: tuple[redis.Redis, PrometheusServer],
+) -> None:
+    client, prometheus = stack
+    add_locks(client, range(100, 102), age_seconds=0)  # fresh: active, not stuck
+    add_locks(client, range(5), age_seconds=60)
+    wait_for(lambda: prometheus.value(STUCK) == 5, timeout=20, what="stuck_locks_count 5")
+    assert prometheus.value(ACTIVE) == 7
+
+    # Exactly five stuck is not "more than five": after an evaluation that saw 5, nothing.
+    evaluated_after(prometheus, time.time())
+    assert prometheus.value(STUCK) == 5
+    assert prometheus.alert_states("StuckLocksDetected") == []
+
+    add_locks(client, range(5, 7), age_seconds=60)
+    wait_for(lambda: prometheus.value(STUCK) == 7, timeout=20, what="stuck_locks_count 7")
+    assert prometheus.value(ACTIVE) == 9
+    states = wait_for(
+        lambda: prometheus.alert_states("StuckLocksDetected"), timeout=20, what="the alert"
+    )
+    assert states == ["pending"], "its `for` is 5m: pending, not firing yet"
+    [alert] = prometheus.alerts("StuckLocksDetected")
+    assert alert["labels"]["severity"] == "warning"
+    assert alert["labels"]["job"] == "lock-monitor"
+
+    client.delete(*[f"lock:appointment:{i}" for i in range(7)])
+    wait_for(lambda: prometheus.value(STUCK) == 0, timeout=20, what="stuck_locks_count 0")
+    assert prometheus.value(ACTIVE) == 2
+    wait_for(
+        lambda: prometheus.alert_states("StuckLocksDetected") == [],
+        timeout=20,
+        what="StuckLocksDetected to clear",
+    )
+    assert prometheus.alert_states("LockMonitorDown") == []
+    assert prometheus.alert_states("LockMonitorStale") == []

@@ -1,0 +1,112 @@
+import json
+import urllib.request
+from typing import Any
+from wsgiref.util import setup_testing_defaults
+
+import pytest
+
+from lock_monitor.locks import Lock
+from lock_monitor.metrics import build_registry
+from lock_monitor.monitor import MonitorState
+from lock_monitor.snapshot import Snapshot
+from lock_monitor.web import App, HttpServer, readiness
+
+NOW = 1_800_000_000.0
+EVIL = Lock("lock:appointment:<script>", "<b>x</b>", "string", None, 40.0, "value", True)
+
+
+def snapshot(seconds_ago: float) -> Snapshot:
+    return Snapshot(NOW - seconds_ago, 0.1, 1, 1, 1, 1, (EVIL,))
+
+
+def call(state: MonitorState, path: str, alive: bool = True) -> tuple[str, dict[str, str], str]:
+    app = App(
+        lambda: state,
+        lambda: alive,
+        build_registry(lambda: state, "standalone"),
+        "redis://redis:6379/0",
+        "standalone",
+        interval=5,
+    )
+    environ: dict[str, Any] = {"PATH_INFO": path}
+    setup_testing_defaults(environ)
+    captured: dict[str, Any] = {}
+
+    def start_response(status: str, headers: list[tuple[str, str]]) -> None:
+        captured["status"], captured["headers"] = status, dict(headers)
+
+    body = b"".join(app(environ, start_response)).decode()
+    return captured["status"], captured["headers"], body
+
+
+def test_readiness_rules() -> None:
+    assert readiness(MonitorState(), 5, NOW) == "no successful pass yet"
+    assert readiness(MonitorState(redis_up=True, snapshot=snapshot(14)), 5, NOW) is None
+    late = readiness(MonitorState(redis_up=False, snapshot=snapshot(16), last_error="boom"), 5, NOW)
+    assert late is not None
+    assert "16.0s ago" in late
+    assert "boom" in late
+
+
+def test_readiness_allows_for_pacing() -> None:
+    paced = MonitorState(redis_up=True, snapshot=snapshot(50), delay_seconds=20, paced=True)
+    assert readiness(paced, 5, NOW) is None
+
+
+@pytest.mark.parametrize(
+    ("alive", "status"), [(True, "200 OK"), (False, "503 Service Unavailable")]
+)
+def test_healthz_follows_the_loop(alive: bool, status: str) -> None:
+    assert call(MonitorState(), "/healthz", alive=alive)[0] == status
+
+
+def test_readyz_says_why() -> None:
+    status, _, body = call(MonitorState(redis_up=False, last_error="refused"), "/readyz")
+    assert status.startswith("503")
+    assert "refused" in body
+
+
+def test_status_page_escapes_what_it_shows() -> None:
+    status, headers, body = call(MonitorState(redis_up=True, snapshot=snapshot(1)), "/")
+    assert status == "200 OK"
+    assert headers["Content-Type"].startswith("text/html")
+    assert "<script>" not in body
+    assert "&lt;script&gt;" in body
+    assert "&lt;b&gt;x&lt;/b&gt;" in body
+    assert "redis://redis:6379/0" in body
+
+
+def test_locks_json() -> None:
+    _, headers, body = call(MonitorState(redis_up=True, snapshot=snapshot(1)), "/locks")
+    document = json.loads(body)
+    assert headers["Content-Type"] == "application/json"
+    assert document["last_success"]["stuck"] == 1
+    assert document["oldest_locks"][0]["key"] == "lock:appointment:<script>"
+    assert document["oldest_locks"][0]["ttl_seconds"] is None
+
+
+def test_metrics_and_unknown_paths() -> None:
+    status, _, body = call(MonitorState(redis_up=True, snapshot=snapshot(1)), "/metrics")
+    assert status == "200 OK"
+    assert "stuck_locks_count 1.0" in body
+    assert call(MonitorState(), "/nope")[0].startswith("404")
+
+
+@pytest.mark.parametrize(("address", "url_host"), [("127.0.0.1", "127.0.0.1"), ("::1", "[::1]")])
+def test_server_answers_on_ipv4_and_ipv6(address: str, url_host: str) -> None:
+    state = MonitorState(redis_up=True, snapshot=snapshot(1))
+    app = App(
+        lambda: state,
+        lambda: True,
+        build_registry(lambda: state, "standalone"),
+        "redis://redis:6379/0",
+        "standalone",
+        interval=5,
+    )
+    server = HttpServer(app, address, 0)
+    server.start()
+    try:
+        with urllib.request.urlopen(f"http://{url_host}:{server.port}/healthz", timeout=5) as r:
+            assert r.read() == b"ok\n"
+    finally:
+        server.stop()
