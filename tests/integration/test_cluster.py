@@ -4,7 +4,6 @@ One cluster serves the module (it takes seconds to form); the failover test rest
 """
 
 import json
-import subprocess
 from collections.abc import Iterator
 from typing import Any
 
@@ -17,8 +16,7 @@ from tests.servers import (
     ClusterServers,
     MonitorProcess,
     RedisServer,
-    monitor_command,
-    monitor_env,
+    run_monitor,
     running_monitor,
     set_locks,
     wait_for,
@@ -51,15 +49,7 @@ def node_name(server: RedisServer) -> str:
 
 
 def test_locks_command_counts_each_lock_once(cluster: ClusterServers) -> None:
-    result = subprocess.run(
-        monitor_command(
-            "locks", "--json", "--redis-mode", "cluster", "--redis-url", cluster.seed_url
-        ),
-        env=monitor_env(),
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    result = run_monitor("locks", "--json", "--redis-mode", "cluster", "--redis-url", cluster.seed_url)
     assert result.returncode == 0, result.stderr
     document = json.loads(result.stdout)
     assert (document["active"], document["stuck"]) == (LOCKS, STUCK)

@@ -13,8 +13,9 @@ import pytest
 from tests.servers import (
     MonitorProcess,
     SentinelSet,
-    monitor_command,
+    cli_error,
     monitor_env,
+    run_monitor,
     running_monitor,
     set_locks,
     wait_for,
@@ -51,13 +52,10 @@ def sentinel_args(servers: SentinelSet) -> list[str]:
 
 
 def run_locks(servers: SentinelSet, *extra: str, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        monitor_command("locks", "--json", *sentinel_args(servers), *extra),
+    return run_monitor(
+        "locks", "--json", *sentinel_args(servers), *extra,
         env=monitor_env(REDIS_PASSWORD=DATA_PASSWORD, **env),
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    )  # fmt: skip
 
 
 def test_locks_reads_the_primary_with_the_sentinel_password_file(
@@ -72,11 +70,9 @@ def test_locks_reads_the_primary_with_the_sentinel_password_file(
 
 def test_a_wrong_sentinel_password_is_one_clear_line(sentinels: SentinelSet) -> None:
     result = run_locks(sentinels, LOCK_MONITOR_SENTINEL_PASSWORD="wrong-pw")
-    assert result.returncode == 1
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1
-    assert f"no Sentinel names a primary for '{MASTER}'" in lines[0]
-    assert "AuthenticationError" in lines[0]
+    line = cli_error(result)
+    assert f"no Sentinel names a primary for '{MASTER}'" in line
+    assert "AuthenticationError" in line
     assert "wrong-pw" not in result.stderr
     assert "Traceback" not in result.stderr
 

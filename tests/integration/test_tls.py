@@ -10,11 +10,11 @@ import pytest
 from tests.servers import (
     Certificates,
     RedisServer,
+    cli_error,
     free_port,
     make_certificates,
-    monitor_command,
-    monitor_env,
     require_tls_build,
+    run_monitor,
     running_monitor,
     set_locks,
     tls_arguments,
@@ -70,13 +70,7 @@ def one_way(tmp_path_factory: pytest.TempPathFactory, certs: Certificates) -> It
 
 
 def locks(url: str, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        monitor_command("locks", "--json", "--redis-url", url, *args),
-        env=monitor_env(),
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    return run_monitor("locks", "--json", "--redis-url", url, *args)
 
 
 def client_pair(certs: Certificates) -> tuple[str, ...]:
@@ -89,32 +83,22 @@ def test_mutual_tls_reads_the_locks(mutual: TlsServer, certs: Certificates) -> N
     assert json.loads(result.stdout)["active"] == LOCKS
 
 
-def one_error_line(result: subprocess.CompletedProcess[str]) -> str:
-    assert result.returncode == 1
-    assert result.stdout == ""
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    return lines[0]
-
-
 def test_without_a_client_certificate_the_error_says_so(
     mutual: TlsServer, certs: Certificates
 ) -> None:
-    line = one_error_line(locks(mutual.url, "--redis-ca-file", str(certs.ca)))
+    line = cli_error(locks(mutual.url, "--redis-ca-file", str(certs.ca)))
     assert "TLS: the server ended the session" in line
     assert "client certificate" in line
 
 
 def test_a_wrong_ca_fails_with_a_clear_line(mutual: TlsServer, certs: Certificates) -> None:
-    line = one_error_line(
-        locks(mutual.url, "--redis-ca-file", str(certs.other_ca), *client_pair(certs))
-    )
+    line = cli_error(locks(mutual.url, "--redis-ca-file", str(certs.other_ca), *client_pair(certs)))
     assert "TLS: the server's certificate does not verify" in line
     assert "--redis-ca-file" in line
 
 
 def test_verification_is_on_by_default(one_way: TlsServer) -> None:
-    line = one_error_line(locks(one_way.url))  # the system CAs do not know the test CA
+    line = cli_error(locks(one_way.url))  # the system CAs do not know the test CA
     assert "does not verify" in line
 
 
