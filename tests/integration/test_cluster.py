@@ -49,7 +49,9 @@ def node_name(server: RedisServer) -> str:
 
 
 def test_locks_command_counts_each_lock_once(cluster: ClusterServers) -> None:
-    result = run_monitor("locks", "--json", "--redis-mode", "cluster", "--redis-url", cluster.seed_url)
+    result = run_monitor(
+        "locks", "--json", "--redis-mode", "cluster", "--redis-url", cluster.seed_url
+    )
     assert result.returncode == 0, result.stderr
     document = json.loads(result.stdout)
     assert (document["active"], document["stuck"]) == (LOCKS, STUCK)
