@@ -131,8 +131,12 @@ class Target:
     def nodes(self) -> list[Node]:
         """The primaries to scan now, named host:port (or by the URL for one server)."""
         if isinstance(self.client, RedisCluster):
-            # CLUSTER SLOTS from any node known so far; keep sockets open between passes.
-            self.client.nodes_manager.initialize(disconnect_startup_nodes_pools=False)
+            # CLUSTER SLOTS from the seed, else from any node seen so far: the seed may be the
+            # node that died, and a seed that is a DNS name outlives nodes that moved.
+            known = [(node.host, node.port) for node in self.client.get_nodes()]  # type: ignore[no-untyped-call]
+            self.client.nodes_manager.initialize(
+                additional_startup_nodes_info=known, disconnect_startup_nodes_pools=False
+            )
             return [
                 (node.name, self.client.get_redis_connection(node))
                 for node in self.client.get_primaries()  # type: ignore[no-untyped-call]
@@ -149,9 +153,8 @@ class Target:
 
     @property
     def keeps_topology(self) -> bool:
-        """A cluster client is kept after a failed pass: every node it has seen is a seed
-        for the next CLUSTER SLOTS, while the --redis-url seed alone may be the node that died.
-        """
+        """A cluster client is kept after a failed pass: the nodes it has seen are the way
+        back to the cluster when the --redis-url seed is the node that died."""
         return isinstance(self.client, RedisCluster)
 
     def close(self) -> None:
@@ -164,7 +167,10 @@ def connect(settings: RedisSettings) -> Target:
     topology from the seed here, so this raises while the seed is unreachable."""
     if settings.mode == "cluster":
         client: Any = RedisCluster.from_url(
-            settings.url or "", redis_connect_func=_no_touch, **connection_options(settings)
+            settings.url or "",
+            dynamic_startup_nodes=False,  # keep the seed as given; nodes() adds the known ones
+            redis_connect_func=_no_touch,
+            **connection_options(settings),
         )
     elif settings.mode == "sentinel":
         for_sentinels, for_primary = sentinel_options(settings)
