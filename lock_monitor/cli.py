@@ -28,7 +28,7 @@ from lock_monitor.config import (
     ServerSettings,
     url_without_secrets,
 )
-from lock_monitor.connection import connect
+from lock_monitor.connection import connect, uses_tls
 from lock_monitor.locks import Lock
 from lock_monitor.metrics import build_registry
 from lock_monitor.monitor import Monitor
@@ -124,7 +124,9 @@ def redis_options(command: F) -> F:
             "--redis-mode",
             type=click.Choice(["standalone", "cluster", "sentinel"]),
             default="standalone",
-            help="One server, a Redis Cluster, or a Sentinel set.",
+            help="standalone: one server. cluster: --redis-url is any one node; every primary "
+            "is read. sentinel: --sentinel and --sentinel-master find the primary; only the "
+            "credentials and database of --redis-url are used.",
         ),
         option("--redis-username", help="ACL user name (see the README for a minimal user)."),
         option("--redis-password", hidden=True, envvar=["REDIS_PASSWORD"]),
@@ -247,7 +249,9 @@ def redis_settings(params: dict[str, Any]) -> RedisSettings:
         raise click.UsageError("sentinel mode needs --sentinel HOST:PORT and --sentinel-master")
     if bool(params["redis_cert_file"]) != bool(params["redis_key_file"]):
         raise click.UsageError("--redis-cert-file and --redis-key-file go together")
-    return RedisSettings(
+    if mode == "cluster" and urlsplit(params["redis_url"]).path.strip("/") not in ("", "0"):
+        raise click.UsageError("a Redis Cluster has only database 0: fix the --redis-url path")
+    settings = RedisSettings(
         url=params["redis_url"],
         mode=mode,
         username=params["redis_username"],
@@ -261,6 +265,11 @@ def redis_settings(params: dict[str, Any]) -> RedisSettings:
         sentinel_password=params["sentinel_password_from_file"] or params["sentinel_password"],
         timeout=params["redis_timeout"],
     )
+    if (settings.ca_file or settings.cert_file or settings.tls_insecure) and not uses_tls(settings):
+        raise click.UsageError(
+            "--redis-ca-file, --redis-cert-file and --redis-tls-insecure need a rediss:// URL"
+        )
+    return settings
 
 
 def scan_settings(params: dict[str, Any]) -> ScanSettings:
@@ -282,7 +291,17 @@ def cli() -> None:
     """Prometheus exporter for distributed locks kept in Redis."""
 
 
-@cli.command()
+MODE_EXAMPLES = """\b
+Examples, one per mode:
+  lock-monitor run --redis-url redis://redis:6379/0
+  lock-monitor run --redis-mode cluster --redis-url redis://redis-cluster-0.redis-cluster:6379
+  lock-monitor run --redis-mode sentinel --sentinel sentinel-0:26379 \\
+      --sentinel sentinel-1:26379 --sentinel-master mymaster
+  lock-monitor run --redis-url rediss://redis:6380/0 --redis-ca-file /tls/ca.crt
+"""
+
+
+@cli.command(epilog=MODE_EXAMPLES)
 @redis_options
 @scan_options
 @interval_option(ScanSettings.interval)

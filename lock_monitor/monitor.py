@@ -16,7 +16,7 @@ from typing import Any
 import structlog
 
 from lock_monitor.config import RedisSettings, ScanSettings
-from lock_monitor.connection import Target, connect
+from lock_monitor.connection import Target, connect, describe_tls_error
 from lock_monitor.locks import Lock, LockTracker, display
 from lock_monitor.scanner import read_locks
 from lock_monitor.snapshot import OLDEST_SHOWN, Snapshot, SnapshotBuilder
@@ -95,10 +95,13 @@ class Monitor:
         stuck = StuckLocks()
         failures: dict[str, str] = {}
         nodes: list[tuple[str, bool]] = []
+        cluster = self.redis.mode == "cluster"
         try:
             for name, client in self._target.nodes():
                 try:
-                    for raw in read_locks(client, self.scan.pattern, self.scan.count, seen):
+                    for raw in read_locks(
+                        client, self.scan.pattern, self.scan.count, seen, cluster=cluster
+                    ):
                         lock = self._tracker.classify(raw)
                         builder.add(lock)
                         if lock.stuck:
@@ -120,7 +123,10 @@ class Monitor:
 
     def describe_error(self, exc: BaseException) -> str:
         """One line for logs and pages, with any secret scrubbed out."""
-        text = str(exc) if isinstance(exc, PassFailed) else f"{type(exc).__name__}: {exc}"
+        if isinstance(exc, PassFailed):
+            text = str(exc)
+        else:
+            text = describe_tls_error(exc) or f"{type(exc).__name__}: {exc}"
         text = text.splitlines()[0] if text.strip() else type(exc).__name__
         for secret in (self.redis.password, self.redis.sentinel_password):
             if secret:
@@ -128,13 +134,14 @@ class Monitor:
         return text
 
     def _drop_target(self) -> None:
-        """Reconnect from scratch next time: a new topology, a new primary, fresh sockets."""
+        """Reconnect next time: fresh sockets, a new primary; a cluster keeps the nodes it knows."""
         if self._target is not None:
             try:
                 self._target.close()
             except Exception as exc:  # closing a broken connection may fail; nothing to do
                 self.log.debug("close_failed", error=self.describe_error(exc))
-            self._target = None
+            if not self._target.keeps_topology:
+                self._target = None
 
     # --- the loop -------------------------------------------------------------------------
 

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import redis
+from redis.crc import key_slot
 
 from lock_monitor.locks import RawLock
 
@@ -48,19 +49,30 @@ def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
+def _mget_groups(keys: list[bytes], cluster: bool) -> list[list[bytes]]:
+    """One MGET for the page; a cluster node refuses an MGET across hash slots, so one per slot."""
+    if not cluster:
+        return [keys] if keys else []
+    groups: dict[int, list[bytes]] = {}
+    for key in keys:
+        groups.setdefault(key_slot(key), []).append(key)
+    return list(groups.values())
+
+
 def read_locks(
-    client: redis.Redis, pattern: str, count: int, seen: set[bytes]
+    client: redis.Redis, pattern: str, count: int, seen: set[bytes], cluster: bool = False
 ) -> Iterator[RawLock]:
     """Yield every live lock on `client` matching `pattern` once.
 
     `seen` holds the keys already yielded in this pass (SCAN may return a key twice, and in
     a cluster a key can show on two nodes during a failover); it is updated here.
     MGET answers nil for keys that are not strings; those get a TYPE in the next round trip.
+    `cluster`: `client` is one node of a Redis Cluster.
     """
     pool = client.connection_pool
     connection: Any = pool.get_connection()
     try:
-        yield from _read_pages(connection, pattern, count, seen)
+        yield from _read_pages(connection, pattern, count, seen, cluster)
     except BaseException:
         connection.disconnect()  # replies may be left unread: never reuse this connection
         raise
@@ -68,7 +80,9 @@ def read_locks(
         pool.release(connection)
 
 
-def _read_pages(connection: Any, pattern: str, count: int, seen: set[bytes]) -> Iterator[RawLock]:
+def _read_pages(
+    connection: Any, pattern: str, count: int, seen: set[bytes], cluster: bool
+) -> Iterator[RawLock]:
     batch = _Batch(connection)
     batch.add("TIME")
     batch.add("SCAN", 0, "MATCH", pattern, "COUNT", count)
@@ -78,22 +92,23 @@ def _read_pages(connection: Any, pattern: str, count: int, seen: set[bytes]) -> 
     more = True
     while more or keys or untyped:
         more = int(cursor) != 0
-        fresh = [key for key in dict.fromkeys(keys) if key not in seen]
+        groups = _mget_groups([key for key in dict.fromkeys(keys) if key not in seen], cluster)
+        fresh = [key for group in groups for key in group]
         seen.update(fresh)
         batch = _Batch(connection)
-        if fresh:
-            batch.add("MGET", *fresh)
-            for key in fresh:
-                batch.add("PTTL", key)
+        for group in groups:
+            batch.add("MGET", *group)
+        for key in fresh:
+            batch.add("PTTL", key)
         for key, _ in untyped:
             batch.add("TYPE", key)
         if more:
             batch.add("SCAN", cursor, "MATCH", pattern, "COUNT", count)
         results = _execute(batch) if len(batch) else []
 
-        values = results[0] if fresh else []
-        pttls = results[1 : 1 + len(fresh)]
-        types = results[1 + len(fresh) if fresh else 0 :][: len(untyped)]
+        values = [value for group in results[: len(groups)] for value in group]
+        pttls = results[len(groups) : len(groups) + len(fresh)]
+        types = results[len(groups) + len(fresh) :][: len(untyped)]
         for (key, pttl), kind in zip(untyped, types, strict=True):
             if _text(kind) != "none":
                 yield RawLock(key, None, pttl, _text(kind), now)

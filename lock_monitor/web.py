@@ -95,6 +95,8 @@ def status_page(document: dict[str, Any]) -> str:
     nodes = "".join(
         f"<li>{esc(n['node'])}: {'up' if n['up'] else 'DOWN'}</li>" for n in document["nodes"]
     )
+    if nodes:
+        nodes = f"<p>Read in the last pass ({esc(document['mode'])}):</p><ul>{nodes}</ul>"
     pacing = (
         f"<p>Pacing: passes are long, so the wait is stretched to "
         f"{document['next_pass_delay_seconds']:.1f}s to bound the load on Redis.</p>"
@@ -107,7 +109,7 @@ def status_page(document: dict[str, Any]) -> str:
 </head><body>
 <h1>lock-monitor</h1>
 <p>Target: {esc(document["target"])} ({esc(document["mode"])}), Redis {health}</p>
-{error}<ul>{nodes}</ul>{summary}{pacing}
+{error}{nodes}{summary}{pacing}
 <h2>Oldest locks</h2>
 <table><tr><th>Key</th><th>Age</th><th>TTL</th><th>Stuck</th><th>Holder value</th></tr>
 {rows}</table>

@@ -18,11 +18,13 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
 import redis
+import redis.cluster
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
@@ -84,7 +86,14 @@ class RedisServer:
 
     def start(self) -> RedisServer:
         self.workdir.mkdir(parents=True, exist_ok=True)
-        args = [
+        self.process = subprocess.Popen(
+            self.arguments(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
+        wait_for(self._ready, timeout=10, what=f"redis-server on port {self.port}")
+        return self
+
+    def arguments(self) -> list[str]:
+        return [
             self.binary,
             "--port",
             str(self.port),
@@ -100,9 +109,6 @@ class RedisServer:
             str(self.workdir / "redis.log"),
             *self.extra_args,
         ]
-        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        wait_for(self._ready, timeout=10, what=f"redis-server on port {self.port}")
-        return self
 
     def _ready(self) -> bool:
         assert self.process is not None
@@ -112,6 +118,7 @@ class RedisServer:
             detail = log.read_text() if log.exists() else ""
             raise RuntimeError(f"redis-server exited: {err} {detail}")
         try:
+            # retry=None: redis-py would otherwise retry a NOAUTH answer for seconds.
             probe = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=1, retry=None)
             return bool(probe.ping())
         except redis.AuthenticationError:
@@ -267,3 +274,277 @@ def cli_record(result: subprocess.CompletedProcess[str], event: str) -> dict[str
     assert record["bytes"] == Path(record["file"]).stat().st_size > 0
     assert record["seconds"] >= 0
     return record
+
+
+# --- TLS, Redis Cluster and Sentinel ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Certificates:
+    """A test CA, a server certificate for 127.0.0.1, a client pair, and an unrelated CA."""
+
+    ca: Path
+    server_cert: Path
+    server_key: Path
+    client_cert: Path
+    client_key: Path
+    other_ca: Path  # signed nothing here: verifying against it must fail
+
+
+def _openssl(directory: Path, *args: str) -> None:
+    subprocess.run(
+        [require_binary("openssl"), *args], cwd=directory, check=True, capture_output=True
+    )
+
+
+def _new_ca(directory: Path, name: str) -> None:
+    _openssl(
+        directory, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+        "-nodes", "-days", "2", "-subj", f"/CN=lock-monitor test {name}",
+        "-keyout", f"{name}.key", "-out", f"{name}.crt",
+    )  # fmt: skip
+
+
+def _new_leaf(directory: Path, name: str, extensions: str) -> None:
+    (directory / f"{name}.ext").write_text(extensions)
+    _openssl(
+        directory, "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+        "-nodes", "-subj", f"/CN={name}", "-keyout", f"{name}.key", "-out", f"{name}.csr",
+    )  # fmt: skip
+    _openssl(
+        directory, "x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+        "-CAcreateserial", "-days", "2", "-extfile", f"{name}.ext", "-out", f"{name}.crt",
+    )  # fmt: skip
+
+
+def make_certificates(directory: Path) -> Certificates:
+    """Generate everything with the openssl CLI, as an operator would (well under a second)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    _new_ca(directory, "ca")
+    _new_ca(directory, "other-ca")
+    leaf = "basicConstraints=CA:FALSE\nauthorityKeyIdentifier=keyid\n"
+    _new_leaf(
+        directory, "server", leaf + "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n"
+    )
+    _new_leaf(directory, "client", leaf + "extendedKeyUsage=clientAuth\n")
+    return Certificates(
+        ca=directory / "ca.crt",
+        server_cert=directory / "server.crt",
+        server_key=directory / "server.key",
+        client_cert=directory / "client.crt",
+        client_key=directory / "client.key",
+        other_ca=directory / "other-ca.crt",
+    )
+
+
+def tls_arguments(certs: Certificates, tls_port: int, mutual: bool) -> list[str]:
+    """redis-server options for a TLS port next to the plain one (the tests fill Redis there)."""
+    return [
+        "--tls-port", str(tls_port),
+        "--tls-cert-file", str(certs.server_cert),
+        "--tls-key-file", str(certs.server_key),
+        "--tls-ca-cert-file", str(certs.ca),
+        "--tls-auth-clients", "yes" if mutual else "no",
+    ]  # fmt: skip
+
+
+def cluster_port() -> int:
+    """A free port whose cluster bus port (+10000, so at most 55535) is free too."""
+    for _ in range(100):
+        port = free_port()
+        if port <= 55535:
+            with socket.socket() as bus:
+                try:
+                    bus.bind(("127.0.0.1", port + 10000))
+                except OSError:
+                    continue
+                return port
+    raise RuntimeError("no free port pair for a cluster node")
+
+
+class ClusterServers:
+    """A Redis Cluster on loopback: `primaries` primaries with one replica each.
+
+    Built the way an operator does it: `redis-server --cluster-enabled yes` per node, then
+    `redis-cli --cluster create`. A short node timeout makes a failover take seconds.
+    """
+
+    def __init__(self, workdir: Path, primaries: int = 3, node_timeout_ms: int = 1000) -> None:
+        self.redis_cli = require_binary("redis-cli")
+        self.primary_count = primaries
+        options = (
+            "--cluster-enabled", "yes",
+            "--cluster-config-file", "nodes.conf",
+            "--cluster-node-timeout", str(node_timeout_ms),
+            "--repl-diskless-sync-delay", "0",  # replicas in sync at once, ready to take over
+        )  # fmt: skip
+        self.servers = [
+            RedisServer(workdir / f"node{i}", cluster_port(), *options)
+            for i in range(primaries * 2)
+        ]
+
+    @property
+    def seed_url(self) -> str:
+        return self.servers[0].url
+
+    def start(self) -> ClusterServers:
+        for server in self.servers:
+            server.start()
+        addresses = [f"127.0.0.1:{server.port}" for server in self.servers]
+        subprocess.run(
+            [self.redis_cli, "--cluster", "create", *addresses, "--cluster-replicas", "1",
+             "--cluster-yes"],
+            check=True, capture_output=True, timeout=60,
+        )  # fmt: skip
+        self.wait_healthy()
+        return self
+
+    def live(self) -> list[RedisServer]:
+        return [server for server in self.servers if server.process is not None]
+
+    def client(self) -> redis.RedisCluster:
+        """A cluster client for filling the cluster, seeded with every live node."""
+        nodes = [redis.cluster.ClusterNode("127.0.0.1", server.port) for server in self.live()]
+        return redis.RedisCluster(startup_nodes=nodes)
+
+    def primaries(self) -> list[RedisServer]:
+        """The live nodes that are primaries with slots, as a live node sees it now."""
+        by_port = {server.port: server for server in self.live()}
+        nodes = self.live()[0].client().cluster("NODES")
+        return [
+            by_port[int(address.split(":")[1].split("@")[0])]
+            for address, node in nodes.items()
+            if "master" in node["flags"] and node["slots"] and "fail" not in node["flags"]
+        ]
+
+    def wait_healthy(self, timeout: float = 30) -> None:
+        """Every live node sees the cluster ok, the primaries own all slots, replicas are synced."""
+
+        def healthy() -> bool:
+            for server in self.live():
+                info = server.client().cluster("INFO")
+                if info["cluster_state"] != "ok" or int(info["cluster_size"]) != self.primary_count:
+                    return False
+                replication = server.client().info("replication")
+                if replication["role"] == "slave" and replication["master_link_status"] != "up":
+                    return False
+            return len(self.primaries()) == self.primary_count
+
+        wait_for(healthy, timeout=timeout, what="a healthy cluster")
+
+    def stop(self) -> None:
+        for server in self.servers:
+            server.stop()
+
+
+class SentinelServer(RedisServer):
+    """One Sentinel, from a config file it may rewrite (as Sentinel requires)."""
+
+    def __init__(self, workdir: Path, config: str) -> None:
+        super().__init__(workdir)
+        self.config = config
+
+    def arguments(self) -> list[str]:
+        conf = self.workdir / "sentinel.conf"
+        conf.write_text(
+            f"port {self.port}\nbind 127.0.0.1\ndir {self.workdir}\n"
+            f"logfile {self.workdir / 'redis.log'}\n{self.config}"
+        )
+        return [self.binary, str(conf), "--sentinel"]
+
+
+class SentinelSet:
+    """A primary, one replica and three Sentinels, each side with its own password."""
+
+    def __init__(self, workdir: Path, name: str, password: str, sentinel_password: str) -> None:
+        self.name = name
+        auth = (
+            "--requirepass",
+            password,
+            "--masterauth",
+            password,
+            "--repl-diskless-sync-delay",
+            "0",
+        )
+        self.primary = RedisServer(workdir / "primary", None, *auth)
+        self.replica = RedisServer(workdir / "replica", None, *auth)
+        self.password, self.sentinel_password = password, sentinel_password
+        self.sentinels: list[SentinelServer] = []
+        self.workdir = workdir
+
+    def start(self) -> SentinelSet:
+        self.primary.start()
+        self.replica.extra_args += ["--replicaof", "127.0.0.1", str(self.primary.port)]
+        self.replica.start()
+        # Sentinels learn replicas from the primary's INFO: start them once the link is up.
+        wait_for(lambda: self.role(self.replica) == "slave-connected", what="replication link")
+        config = (
+            f"sentinel monitor {self.name} 127.0.0.1 {self.primary.port} 2\n"
+            f"sentinel auth-pass {self.name} {self.password}\n"
+            f"sentinel down-after-milliseconds {self.name} 1000\n"
+            f"sentinel failover-timeout {self.name} 10000\n"
+            f"requirepass {self.sentinel_password}\n"
+            f"sentinel sentinel-pass {self.sentinel_password}\n"
+        )
+        for i in range(3):
+            self.sentinels.append(SentinelServer(self.workdir / f"sentinel{i}", config).start())
+        wait_for(self._sentinels_know_the_replica, what="the sentinels finding the replica")
+        return self
+
+    def sentinel_client(self, index: int = 0) -> redis.Redis:
+        return self.sentinels[index].client(password=self.sentinel_password, decode_responses=True)
+
+    def role(self, server: RedisServer) -> str:
+        info = server.client(password=self.password).info("replication")
+        if info["role"] == "master":
+            return "master"
+        return "slave-connected" if info["master_link_status"] == "up" else "slave"
+
+    def primary_port(self) -> int:
+        _, port = self.sentinel_client().sentinel_get_master_addr_by_name(self.name)
+        return int(port)
+
+    def _sentinels_know_the_replica(self) -> bool:
+        return all(self.sentinel_client(i).sentinel_slaves(self.name) for i in range(3))
+
+    def failover(self) -> RedisServer:
+        """SENTINEL FAILOVER (no agreement needed); returns the new primary once it is one."""
+        old_port = self.primary_port()
+        wait_for(lambda: self.sentinel_client().sentinel_failover(self.name), what="FAILOVER ok")
+        new = self.replica if old_port == self.primary.port else self.primary
+        wait_for(
+            lambda: self.primary_port() == new.port, what="the sentinel naming the new primary"
+        )
+        wait_for(lambda: self.role(new) == "master", what="the replica promoted")
+        return new
+
+    def stop(self) -> None:
+        for server in [*self.sentinels, self.replica, self.primary]:
+            server.stop()
+
+
+def set_locks(client: redis.Redis | redis.RedisCluster, keys: list[str], age: float) -> None:
+    """Take locks the way the backend does (value: epoch ms, TTL), `age` seconds ago."""
+    seconds, micros = client.time()
+    taken = int((seconds + micros / 1e6 - age) * 1000)
+    pipe = client.pipeline()
+    for key in keys:
+        pipe.set(key, taken, px=60_000)
+    pipe.execute()
+
+
+def require_tls_build() -> str:
+    """redis-server, if built with TLS (Debian's is; some pip-bundled builds are not)."""
+    binary = require_binary("redis-server", "LOCK_MONITOR_TEST_REDIS_SERVER")
+    probe = subprocess.run(
+        [binary, "--port", "0", "--tls-port", "1", "--tls-cert-file", "/nonexistent"],
+        capture_output=True,
+        text=True,
+        timeout=10,
+    )  # exits at once either way: a bad directive, or a certificate it cannot load
+    if "Bad directive" in probe.stdout + probe.stderr:
+        message = f"{binary} was built without TLS (set LOCK_MONITOR_TEST_REDIS_SERVER)"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    return binary
