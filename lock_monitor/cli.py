@@ -7,7 +7,7 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, TypeVar
@@ -110,6 +110,13 @@ class HostPort(click.ParamType):  # type: ignore[type-arg]
 EXISTING_FILE = click.Path(exists=True, dir_okay=False)
 
 
+def stack(decorators: Sequence[Callable[[Any], Any]], command: F) -> F:
+    """Apply option decorators in the order they are listed (the order --help shows)."""
+    for decorator in reversed(decorators):
+        command = decorator(command)
+    return command
+
+
 def redis_options(command: F) -> F:
     """How to reach Redis: shared by every command that reads it."""
     decorators = [
@@ -168,9 +175,7 @@ def redis_options(command: F) -> F:
             help="File holding the Sentinels' own password.",
         ),
     ]
-    for decorator in reversed(decorators):
-        command = decorator(command)
-    return command
+    return stack(decorators, command)
 
 
 def scan_options(command: F) -> F:
@@ -190,9 +195,7 @@ def scan_options(command: F) -> F:
             help="SCAN COUNT: keys Redis examines per call (a bound on each call's work).",
         ),
     ]
-    for decorator in reversed(decorators):
-        command = decorator(command)
-    return command
+    return stack(decorators, command)
 
 
 STUCK_THRESHOLD = option(
@@ -237,9 +240,7 @@ def log_options(command: F) -> F:
             help="auto: JSON lines unless stderr is a terminal.",
         ),
     ]
-    for decorator in reversed(decorators):
-        command = decorator(command)
-    return command
+    return stack(decorators, command)
 
 
 def redis_settings(params: dict[str, Any]) -> RedisSettings:
@@ -412,7 +413,7 @@ def locks(as_json: bool, stuck_only: bool, **params: Any) -> None:
                     "active": snapshot.active,
                     "stuck": snapshot.stuck,
                     "without_ttl": snapshot.without_ttl,
-                    "locks": [asdict(lock) for lock in shown],
+                    "locks": [lock._asdict() for lock in shown],
                 },
                 indent=2,
             )

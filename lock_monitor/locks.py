@@ -8,14 +8,11 @@ from the first time this process saw that key holding that value.
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
 from typing import Literal, NamedTuple
 
 # Epoch timestamps this far apart cover 2001..2286: anything outside is a token, not a time.
 _SECONDS_RANGE = (1e9, 1e10)
 _MILLIS_RANGE = (1e12, 1e13)
-_TIMESTAMP = re.compile(rb"^(\d+(?:\.\d+)?)(?::|$)")
 VALUE_DISPLAY_LIMIT = 200
 
 AgeSource = Literal["value", "first_seen"]
@@ -31,9 +28,8 @@ class RawLock(NamedTuple):
     now: float  # Redis TIME at the start of the pass on the node that holds the key
 
 
-@dataclass(frozen=True, slots=True)
-class Lock:
-    """A lock classified for display and counting."""
+class Lock(NamedTuple):
+    """A lock classified for display and counting (a tuple: cheap to build 10,000 times a pass)."""
 
     key: str
     value: str
@@ -46,10 +42,11 @@ class Lock:
 
 def parse_timestamp(value: bytes) -> float | None:
     """Epoch seconds from `<epoch-ms>`, `<epoch-s>` or `<epoch>:<holder...>`, else None."""
-    match = _TIMESTAMP.match(value)
-    if match is None:
+    head = value.partition(b":")[0]
+    whole, dot, fraction = head.partition(b".")
+    if not whole.isdigit() or (dot and not fraction.isdigit()):
         return None
-    number = float(match.group(1))
+    number = float(head)
     if _MILLIS_RANGE[0] <= number < _MILLIS_RANGE[1]:
         return number / 1000.0
     if _SECONDS_RANGE[0] <= number < _SECONDS_RANGE[1]:
@@ -80,6 +77,7 @@ class LockTracker:
 
     def classify(self, raw: RawLock) -> Lock:
         stamped = parse_timestamp(raw.value) if raw.value is not None else None
+        source: AgeSource
         if stamped is not None:
             age, source = max(0.0, raw.now - stamped), "value"
         else:
@@ -90,7 +88,7 @@ class LockTracker:
             kind=raw.kind,
             ttl_seconds=None if raw.pttl_ms < 0 else raw.pttl_ms / 1000.0,
             age_seconds=age,
-            age_source=source,  # type: ignore[arg-type]
+            age_source=source,
             stuck=age > self.stuck_threshold,
         )
 

@@ -13,7 +13,6 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import asdict
 from socketserver import ThreadingMixIn
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
@@ -49,7 +48,7 @@ def status_document(state: MonitorState, target: str, mode: str, now: float) -> 
             "stuck": snapshot.stuck,
             "without_ttl": snapshot.without_ttl,
         },
-        "oldest_locks": [] if snapshot is None else [asdict(lock) for lock in snapshot.oldest],
+        "oldest_locks": [] if snapshot is None else [lock._asdict() for lock in snapshot.oldest],
     }
 
 

@@ -37,7 +37,8 @@ def test_monitor_reads_leave_the_lru_clock_alone(valkey: RedisServer) -> None:
     client.set("lock:appointment:2", "token", px=60_000)
     wait_for(lambda: idle_seconds(valkey, "lock:appointment:1") >= 2, timeout=10, what="idle keys")
 
-    snapshot, _ = Monitor(RedisSettings(url=valkey.url), ScanSettings()).run_pass()
+    monitor = Monitor(RedisSettings(url=valkey.url), ScanSettings())  # keeps its connection open
+    snapshot, _ = monitor.run_pass()
     assert snapshot.active == 2
     assert idle_seconds(valkey, "lock:appointment:1") >= 2  # MGET did not count as an access
     assert any("T" in c["flags"] for c in client.client_list())  # a no-touch connection

@@ -46,8 +46,8 @@ def test_one_round_trip_per_scan_page(
     client.mset({f"lock:appointment:{i}": "token" for i in range(100)})
     client.config_resetstat()
     executions = []
-    real = scanner._execute
-    monkeypatch.setattr(scanner, "_execute", lambda pipe: executions.append(1) or real(pipe))
+    real = scanner._Batch.send
+    monkeypatch.setattr(scanner._Batch, "send", lambda batch: executions.append(1) or real(batch))
     snapshot, _ = monitor_for(redis_srv, count=100).run_pass()
     scans = int(client.info("commandstats")["cmdstat_scan"]["calls"])
     assert snapshot.active == 100
@@ -73,17 +73,17 @@ def test_keys_released_between_scan_and_read_are_not_counted(
 ) -> None:
     client = redis_srv.client()
     client.mset({f"lock:appointment:{i}": "token" for i in range(10)})
-    real = scanner._execute
+    real = scanner._Batch.receive
     calls = []
 
-    def release_after_scan(pipe: Any) -> list[Any]:
-        results = real(pipe)
+    def release_after_scan(batch: Any) -> list[Any]:
+        results = real(batch)
         if not calls:  # right after the first SCAN page: the holders release two locks
             client.delete("lock:appointment:3", "lock:appointment:7")
         calls.append(1)
         return results
 
-    monkeypatch.setattr(scanner, "_execute", release_after_scan)
+    monkeypatch.setattr(scanner._Batch, "receive", release_after_scan)
     snapshot, _ = monitor_for(redis_srv).run_pass(keep=None)
     assert snapshot.active == 8
     assert {lock.key for lock in snapshot.oldest}.isdisjoint(

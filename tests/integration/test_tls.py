@@ -50,23 +50,22 @@ def start_tls_server(
     return TlsServer(server, tls_port)
 
 
-@pytest.fixture(scope="module")
-def mutual(tmp_path_factory: pytest.TempPathFactory, certs: Certificates) -> Iterator[TlsServer]:
-    """Asks every client for a certificate signed by the CA (tls-auth-clients yes)."""
-    tls = start_tls_server(tmp_path_factory, certs, mutual=True)
+def serving(tls: TlsServer) -> Iterator[TlsServer]:
     try:
         yield tls
     finally:
         tls.server.stop()
+
+
+@pytest.fixture(scope="module")
+def mutual(tmp_path_factory: pytest.TempPathFactory, certs: Certificates) -> Iterator[TlsServer]:
+    """Asks every client for a certificate signed by the CA (tls-auth-clients yes)."""
+    yield from serving(start_tls_server(tmp_path_factory, certs, mutual=True))
 
 
 @pytest.fixture(scope="module")
 def one_way(tmp_path_factory: pytest.TempPathFactory, certs: Certificates) -> Iterator[TlsServer]:
-    tls = start_tls_server(tmp_path_factory, certs, mutual=False)
-    try:
-        yield tls
-    finally:
-        tls.server.stop()
+    yield from serving(start_tls_server(tmp_path_factory, certs, mutual=False))
 
 
 def locks(url: str, *args: str) -> subprocess.CompletedProcess[str]:

@@ -19,8 +19,8 @@ def snapshot(seconds_ago: float) -> Snapshot:
     return Snapshot(NOW - seconds_ago, 0.1, 1, 1, 1, 1, (EVIL,))
 
 
-def call(state: MonitorState, path: str, alive: bool = True) -> tuple[str, dict[str, str], str]:
-    app = App(
+def make_app(state: MonitorState, alive: bool = True) -> App:
+    return App(
         lambda: state,
         lambda: alive,
         build_registry(lambda: state, "standalone"),
@@ -28,6 +28,10 @@ def call(state: MonitorState, path: str, alive: bool = True) -> tuple[str, dict[
         "standalone",
         interval=5,
     )
+
+
+def call(state: MonitorState, path: str, alive: bool = True) -> tuple[str, dict[str, str], str]:
+    app = make_app(state, alive)
     environ: dict[str, Any] = {"PATH_INFO": path}
     setup_testing_defaults(environ)
     captured: dict[str, Any] = {}
@@ -94,16 +98,7 @@ def test_metrics_and_unknown_paths() -> None:
 
 @pytest.mark.parametrize(("address", "url_host"), [("127.0.0.1", "127.0.0.1"), ("::1", "[::1]")])
 def test_server_answers_on_ipv4_and_ipv6(address: str, url_host: str) -> None:
-    state = MonitorState(redis_up=True, snapshot=snapshot(1))
-    app = App(
-        lambda: state,
-        lambda: True,
-        build_registry(lambda: state, "standalone"),
-        "redis://redis:6379/0",
-        "standalone",
-        interval=5,
-    )
-    server = HttpServer(app, address, 0)
+    server = HttpServer(make_app(MonitorState(redis_up=True, snapshot=snapshot(1))), address, 0)
     server.start()
     try:
         with urllib.request.urlopen(f"http://{url_host}:{server.port}/healthz", timeout=5) as r:
