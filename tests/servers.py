@@ -523,6 +523,17 @@ class SentinelSet:
             server.stop()
 
 
+def mixed_locks(client: redis.Redis, stuck: int, fresh: int, no_ttl: int = 0) -> None:
+    """Stuck locks (90 s old, `<epoch-ms>:<holder>`), fresh ones (`<epoch-ms>`), and no-TTL ones."""
+    seconds, _ = client.time()
+    for i in range(stuck):
+        client.set(f"lock:appointment:s{i}", f"{(seconds - 90) * 1000}:worker-{i}", px=30_000)
+    for i in range(fresh):
+        client.set(f"lock:appointment:f{i}", seconds * 1000, px=30_000)
+    for i in range(no_ttl):
+        client.set(f"lock:appointment:n{i}", "token")
+
+
 def set_locks(client: redis.Redis | redis.RedisCluster, keys: list[str], age: float) -> None:
     """Take locks the way the backend does (value: epoch ms, TTL), `age` seconds ago."""
     seconds, micros = client.time()

@@ -9,12 +9,12 @@ import time
 from pathlib import Path
 
 import pytest
-import redis
 
 from tests.servers import (
     ROOT,
     MonitorProcess,
     RedisServer,
+    mixed_locks,
     monitor_command,
     monitor_env,
     running_monitor,
@@ -30,19 +30,9 @@ LOCK_GAUGES = (
 FAST = ("--interval", "0.2", "--redis-timeout", "1")
 
 
-def set_locks(client: redis.Redis, stuck: int, fresh: int, no_ttl: int = 0) -> None:
-    seconds, _ = client.time()
-    for i in range(stuck):
-        client.set(f"lock:appointment:s{i}", f"{(seconds - 90) * 1000}:worker-{i}", px=30_000)
-    for i in range(fresh):
-        client.set(f"lock:appointment:f{i}", seconds * 1000, px=30_000)
-    for i in range(no_ttl):
-        client.set(f"lock:appointment:n{i}", "token")
-
-
 def test_metrics_pages_and_logs(redis_srv: RedisServer) -> None:
     client = redis_srv.client()
-    set_locks(client, stuck=3, fresh=4, no_ttl=2)
+    mixed_locks(client, stuck=3, fresh=4, no_ttl=2)
     client.set("unrelated", "x")
     with running_monitor("--redis-url", redis_srv.url, *FAST) as monitor:
         wait_for(lambda: monitor.value("active_locks_count") == 9, what="9 active locks")
@@ -88,7 +78,7 @@ def test_redis_down_at_start_then_up(tmp_path: Path) -> None:
         assert "no successful pass yet" in reason
         server.start()
         try:
-            set_locks(server.client(), stuck=1, fresh=1)
+            mixed_locks(server.client(), stuck=1, fresh=1)
             wait_for(
                 lambda: monitor.value("active_locks_count") == 2,
                 timeout=20,
@@ -101,7 +91,7 @@ def test_redis_down_at_start_then_up(tmp_path: Path) -> None:
 
 
 def test_redis_killed_and_restarted_while_running(redis_srv: RedisServer) -> None:
-    set_locks(redis_srv.client(), stuck=2, fresh=1)
+    mixed_locks(redis_srv.client(), stuck=2, fresh=1)
     with running_monitor("--redis-url", redis_srv.url, *FAST) as monitor:
         wait_for(lambda: monitor.value("stuck_locks_count") == 2, what="2 stuck locks")
         last_good = monitor.value("lock_monitor_last_check_timestamp")
@@ -115,7 +105,7 @@ def test_redis_killed_and_restarted_while_running(redis_srv: RedisServer) -> Non
         assert monitor.get("/healthz")[0] == 200
 
         redis_srv.start()  # same port, empty (no persistence): the locks are gone
-        set_locks(redis_srv.client(), stuck=1, fresh=0)
+        mixed_locks(redis_srv.client(), stuck=1, fresh=0)
         wait_for(
             lambda: monitor.value("lock_monitor_redis_up") == 1,
             timeout=20,
@@ -130,7 +120,7 @@ def test_redis_killed_and_restarted_while_running(redis_srv: RedisServer) -> Non
 
 
 def test_a_hung_redis_times_out_and_recovers(redis_srv: RedisServer) -> None:
-    set_locks(redis_srv.client(), stuck=0, fresh=3)
+    mixed_locks(redis_srv.client(), stuck=0, fresh=3)
     with running_monitor(
         "--redis-url", redis_srv.url, "--interval", "0.2", "--redis-timeout", "0.5"
     ) as monitor:
@@ -179,7 +169,7 @@ def test_password_from_a_file_and_the_minimal_acl_user_of_the_readme(
     command = acl_line.replace(">CHANGE-ME", ">mon-pw-1234").split()
     admin = redis_srv.client()
     admin.execute_command(*command)
-    set_locks(admin, stuck=2, fresh=3, no_ttl=1)
+    mixed_locks(admin, stuck=2, fresh=3, no_ttl=1)
     admin.hset("lock:appointment:redisson", "uuid:1", 1)
     secret = tmp_path / "password"
     secret.write_text("mon-pw-1234\n")  # as a mounted Secret may end

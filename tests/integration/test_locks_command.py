@@ -1,0 +1,39 @@
+"""`lock-monitor locks`: one pass now, printed for a person or a script."""
+
+import json
+
+from tests.servers import RedisServer, cli_error, free_port, mixed_locks, run_monitor
+
+
+def test_table_oldest_first(redis_srv: RedisServer) -> None:
+    client = redis_srv.client()
+    mixed_locks(client, stuck=2, fresh=2, no_ttl=1)
+    result = run_monitor("locks", "--redis-url", redis_srv.url)
+    assert result.returncode == 0, result.stderr
+    header, *rows, summary = result.stdout.splitlines()
+    assert header.split() == ["KEY", "AGE", "TTL", "STUCK", "VALUE"]
+    assert len(rows) == 5
+    ages = [float(row.split()[1].rstrip("s")) for row in rows]
+    assert ages == sorted(ages, reverse=True)
+    assert [row.split()[3] for row in rows[:2]] == ["yes", "yes"]
+    ttls = {row.split()[0]: row.split()[2] for row in rows}
+    assert ttls["lock:appointment:n0"] == "none"
+    assert ttls["lock:appointment:f0"].endswith("s")
+    assert summary.startswith("5 active, 2 stuck, 1 without TTL")
+
+
+def test_json_and_stuck_only(redis_srv: RedisServer) -> None:
+    mixed_locks(redis_srv.client(), stuck=3, fresh=4)
+    result = run_monitor("locks", "--json", "--stuck", "--redis-url", redis_srv.url)
+    assert result.returncode == 0, result.stderr
+    document = json.loads(result.stdout)
+    assert (document["active"], document["stuck"]) == (7, 3)
+    assert len(document["locks"]) == 3
+    assert all(lock["stuck"] and lock["age_source"] == "value" for lock in document["locks"])
+
+
+def test_unreachable_redis_is_one_line_and_exit_1() -> None:
+    url = f"redis://:hunter2@127.0.0.1:{free_port()}/0"
+    line = cli_error(run_monitor("locks", "--redis-url", url, "--redis-timeout", "1"))
+    assert "cannot read locks from redis://127.0.0.1:" in line
+    assert "hunter2" not in line
