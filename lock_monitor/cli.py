@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import sys
@@ -64,6 +65,12 @@ def _redis_url(ctx: click.Context, param: click.Parameter, value: str | None) ->
         raise click.BadParameter(f"{shown!r} is not a redis:// or rediss:// URL with a host")
     if db and not db.isdigit():
         raise click.BadParameter(f"{shown!r}: the database must be a number, not {db!r}")
+    if parts.query or parts.fragment:
+        # redis-py lets URL options override ours (ssl_cert_reqs=none, socket_timeout=600),
+        # silently turning off TLS checks or timeouts: each has an option of its own here.
+        raise click.BadParameter(
+            f"{shown!r}: options in the URL are not accepted; use the --redis-* options"
+        )
     return value
 
 
@@ -80,6 +87,14 @@ def _not_empty(ctx: click.Context, param: click.Parameter, value: str) -> str:
     return value
 
 
+def _env_only(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """Passwords on the command line show in `ps` and in pod specs: only the environment."""
+    names = [param.envvar] if isinstance(param.envvar, str) else list(param.envvar or [])
+    if value is not None and value not in [os.environ.get(name) for name in names]:
+        raise click.BadParameter(f"pass the password in {names[-1]} or a password file, not here")
+    return value
+
+
 def _read_secret(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
     """A mounted Secret: the file's content, without the trailing newline editors add."""
     if value is None:
@@ -91,6 +106,17 @@ def _read_secret(ctx: click.Context, param: click.Parameter, value: str | None) 
     if not secret:
         raise click.BadParameter(f"{value} is empty")
     return secret
+
+
+class FiniteFloat(click.FloatRange):
+    """A float range that also refuses nan and inf, which FloatRange lets through (every
+    comparison with nan is false): `--interval nan` would otherwise spin against Redis."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return number
 
 
 class HostPort(click.ParamType):  # type: ignore[type-arg]
@@ -108,6 +134,9 @@ class HostPort(click.ParamType):  # type: ignore[type-arg]
 
 
 EXISTING_FILE = click.Path(exists=True, dir_okay=False)
+# One SCAN call at COUNT 10,000 costs Redis a few milliseconds at most; far larger counts make a
+# single call block it (COUNT 1,000,000,000 over a million keys: 0.6 s in the slow log).
+MAX_SCAN_COUNT = 10_000
 
 
 def stack(decorators: Sequence[Callable[[Any], Any]], command: F) -> F:
@@ -136,7 +165,7 @@ def redis_options(command: F) -> F:
             "credentials and database of --redis-url are used.",
         ),
         option("--redis-username", help="ACL user name (see the README for a minimal user)."),
-        option("--redis-password", hidden=True, envvar=["REDIS_PASSWORD"]),
+        option("--redis-password", hidden=True, envvar=["REDIS_PASSWORD"], callback=_env_only),
         option(
             "--redis-password-file",
             "redis_password_from_file",
@@ -154,7 +183,7 @@ def redis_options(command: F) -> F:
         ),
         option(
             "--redis-timeout",
-            type=click.FloatRange(min=0, min_open=True),
+            type=FiniteFloat(min=0, max=300, min_open=True),
             default=5.0,
             help="Seconds to wait for a connection or an answer before failing the pass.",
         ),
@@ -166,7 +195,7 @@ def redis_options(command: F) -> F:
             help="A Sentinel to ask for the primary (repeat for each; sentinel mode).",
         ),
         option("--sentinel-master", help="The master set name the Sentinels watch."),
-        option("--sentinel-password", hidden=True),
+        option("--sentinel-password", hidden=True, callback=_env_only),
         option(
             "--sentinel-password-file",
             "sentinel_password_from_file",
@@ -190,7 +219,7 @@ def scan_options(command: F) -> F:
         STUCK_THRESHOLD,
         option(
             "--scan-count",
-            type=click.IntRange(min=1),
+            type=click.IntRange(min=1, max=MAX_SCAN_COUNT),
             default=1000,
             help="SCAN COUNT: keys Redis examines per call (a bound on each call's work).",
         ),
@@ -200,7 +229,7 @@ def scan_options(command: F) -> F:
 
 STUCK_THRESHOLD = option(
     "--stuck-threshold",
-    type=click.FloatRange(min=0),
+    type=FiniteFloat(min=0),
     default=30.0,
     help="Seconds after which a held lock counts as stuck.",
 )
@@ -209,7 +238,7 @@ STUCK_THRESHOLD = option(
 def interval_option(default: float) -> Callable[[F], F]:
     return option(
         "--interval",
-        type=click.FloatRange(min=0, min_open=True),
+        type=FiniteFloat(min=0, max=86_400, min_open=True),
         default=default,
         help="Seconds from the end of one pass to the start of the next.",
     )
@@ -308,7 +337,7 @@ Examples, one per mode:
 @interval_option(ScanSettings.interval)
 @option(
     "--max-redis-load",
-    type=click.FloatRange(min=0, max=1, min_open=True),
+    type=FiniteFloat(min=0, max=1, min_open=True),
     default=0.05,
     help="Largest share of Redis' time the passes may take; long passes stretch the wait.",
 )
@@ -397,13 +426,13 @@ def locks(as_json: bool, stuck_only: bool, **params: Any) -> None:
     """Read the locks once now and print them, oldest first."""
     logs.configure("warning", "auto")
     redis = redis_settings(params)
+    target = redis.target()
     monitor = Monitor(redis, scan_settings(params))
     try:
         snapshot, _ = monitor.run_pass(keep=None)
     except Exception as exc:
-        raise click.ClickException(
-            f"cannot read locks from {redis.target()}: {monitor.describe_error(exc)}"
-        ) from None
+        reason = monitor.describe_error(exc).removeprefix(f"{target}: ")  # one node: named once
+        raise click.ClickException(f"cannot read locks from {target}: {reason}") from None
     shown = [lock for lock in snapshot.oldest if lock.stuck or not stuck_only]
     if as_json:
         click.echo(

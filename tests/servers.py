@@ -53,10 +53,16 @@ def wait_for(check: Callable[[], T | None], timeout: float = 15.0, what: str = "
     raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last_error!r})")
 
 
-def require_binary(name: str, env_override: str | None = None) -> str:
-    """Find a server binary; skip locally when it is missing, fail under CI=true."""
+def require_binary(name: str, env_override: str | None = None, also_in_venv: bool = False) -> str:
+    """Find a binary; skip locally when it is missing, fail under CI=true.
+
+    `also_in_venv`: a tool a test extra installs (kubectl) is looked for next to this Python too.
+    """
     path = os.environ.get(env_override, "") if env_override else ""
-    path = path or shutil.which(name) or ""
+    search = os.environ.get("PATH", "")
+    if also_in_venv:
+        search += os.pathsep + str(Path(sys.executable).parent)
+    path = path or shutil.which(name, path=search) or ""
     if path:
         return path
     message = f"{name} is not installed (see .ci/run for how CI installs it)"

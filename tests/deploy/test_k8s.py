@@ -28,7 +28,7 @@ Resource = dict[str, Any]
 
 @pytest.fixture(scope="module")
 def rendered() -> list[Resource]:
-    kubectl = require_binary("kubectl")
+    kubectl = require_binary("kubectl", also_in_venv=True)
     out = subprocess.run(
         [kubectl, "kustomize", str(ROOT / "deploy" / "k8s")],
         check=True,

@@ -36,4 +36,5 @@ def test_unreachable_redis_is_one_line_and_exit_1() -> None:
     url = f"redis://:hunter2@127.0.0.1:{free_port()}/0"
     line = cli_error(run_monitor("locks", "--redis-url", url, "--redis-timeout", "1"))
     assert "cannot read locks from redis://127.0.0.1:" in line
+    assert line.count("redis://") == 1  # the target once, not again as the node
     assert "hunter2" not in line

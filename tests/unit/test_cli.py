@@ -45,6 +45,18 @@ BAD_INPUTS = [
     (["run", "--redis-mode", "sentinel"], "sentinel mode needs"),
     (["locks", "--scan-count", "-3"], "--scan-count"),
     (["run", "--no-such-option"], "no-such-option"),
+    (["run", "--interval", "nan"], "--interval"),
+    (["run", "--interval", "inf"], "--interval"),
+    (["run", "--interval", "100000"], "--interval"),
+    (["run", "--redis-timeout", "nan"], "--redis-timeout"),
+    (["run", "--max-redis-load", "nan"], "--max-redis-load"),
+    (["locks", "--stuck-threshold", "nan"], "--stuck-threshold"),
+    (["locks", "--stuck-threshold", "inf"], "--stuck-threshold"),
+    (["locks", "--scan-count", "1000000000"], "--scan-count"),
+    (["run", "--redis-url", "rediss://h:6380/0?ssl_cert_reqs=none"], "options in the URL"),
+    (["run", "--redis-url", "redis://h/0?socket_timeout=600"], "options in the URL"),
+    (["locks", "--redis-password", "hunter2"], "REDIS_PASSWORD"),
+    (["locks", "--sentinel-password", "hunter2"], "LOCK_MONITOR_SENTINEL_PASSWORD"),
 ]
 
 
@@ -72,6 +84,7 @@ def test_bad_input_is_one_line_and_exit_2(
         ({"LOCK_MONITOR_PORT": "123456"}, "--port"),
         ({"LOCK_MONITOR_PATTERN": " "}, "--pattern"),
         ({"REDIS_PORT": "not-a-port"}, "--redis-url"),
+        ({"LOCK_MONITOR_INTERVAL": "nan"}, "--interval"),
     ],
 )
 def test_environment_variables_are_validated_too(
