@@ -2,7 +2,7 @@
 
 This is where the rules meet the exporter's actual metric names: StuckLocksDetected must see
 `stuck_locks_count` as Prometheus stores it, go pending above five stuck locks, and clear when
-they are released.
+they are released; LockMonitorStale must see a monitor that never completed a pass.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import subprocess
 import time
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -23,8 +24,16 @@ import pytest
 import redis
 import yaml
 
-from tests.deploy.helpers import ALERTS
-from tests.servers import MonitorProcess, free_port, redis_server, require_binary, wait_for
+from tests.deploy.helpers import ALERTS, alert_rules
+from tests.servers import (
+    MonitorProcess,
+    RedisServer,
+    free_port,
+    monitor_env,
+    redis_server,
+    require_binary,
+    wait_for,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
 
@@ -110,19 +119,29 @@ class PrometheusServer:
         return datetime.fromisoformat(stamp).timestamp()
 
 
-@pytest.fixture
-def stack(tmp_path: Path) -> Iterator[tuple[redis.Redis, PrometheusServer]]:
-    with redis_server(tmp_path / "redis") as server:
+@contextmanager
+def scraped_monitor(
+    tmp_path: Path, *redis_args: str, env: dict[str, str] | None = None
+) -> Iterator[tuple[RedisServer, PrometheusServer, str]]:
+    """Redis, a lock-monitor watching it and Prometheus scraping that; the scrape target too."""
+    with redis_server(tmp_path / "redis", *redis_args) as server:
         monitor = MonitorProcess(
-            "--redis-url", server.url, "--interval", "0.5", "--stuck-threshold", "30"
+            "--redis-url", server.url, "--interval", "0.5", "--stuck-threshold", "30", env=env
         ).start()
-        prometheus = PrometheusServer(tmp_path / "prometheus", f"127.0.0.1:{monitor.port}")
+        target = f"127.0.0.1:{monitor.port}"
+        prometheus = PrometheusServer(tmp_path / "prometheus", target)
         try:
             prometheus.start()
-            yield server.client(), prometheus
+            yield server, prometheus, target
         finally:
             prometheus.stop()
             monitor.stop()
+
+
+@pytest.fixture
+def stack(tmp_path: Path) -> Iterator[tuple[redis.Redis, PrometheusServer]]:
+    with scraped_monitor(tmp_path) as (server, prometheus, _):
+        yield server.client(), prometheus
 
 
 def add_locks(client: redis.Redis, ids: range, age_seconds: float) -> None:
@@ -176,3 +195,30 @@ def test_stuck_locks_alert_goes_pending_and_clears(
     )
     assert prometheus.alert_states("LockMonitorDown") == []
     assert prometheus.alert_states("LockMonitorStale") == []
+
+
+def test_stale_rule_sees_a_monitor_that_never_succeeded(tmp_path: Path) -> None:
+    """Wrong password from the start: no timestamp, yet LockMonitorStale's expression fires.
+
+    The rule has no `for`, so evaluating its exact expression at a later `time` (the samples
+    stay within Prometheus' 5-minute lookback) shows what the rule will see without waiting.
+    """
+    [rule] = [rule for rule in alert_rules() if rule["alert"] == "LockMonitorStale"]
+    env = monitor_env(REDIS_PASSWORD="wrong")
+    with scraped_monitor(tmp_path, "--requirepass", "right", env=env) as (_, prometheus, target):
+        up = f'lock_monitor_redis_up{{instance="{target}"}}'
+        wait_for(lambda: prometheus.value(up) == 0, timeout=20, what="lock_monitor_redis_up 0")
+        assert prometheus.value('up{job="lock-monitor"}') == 1
+        assert prometheus.value("lock_monitor_last_check_timestamp") is None
+        now = time.time()
+
+        def stale_at(offset: float) -> list[dict[str, Any]]:
+            result: list[dict[str, Any]] = prometheus.api(
+                "query", query=rule["expr"], time=str(now + offset)
+            )["result"]
+            return result
+
+        assert stale_at(60) == [], "started seconds ago: not yet 2 minutes without a pass"
+        [series] = stale_at(150)
+        assert series["metric"] == {"job": "lock-monitor", "instance": target}
+        assert 150 <= float(series["value"][1]) < 150 + 30  # seconds since the process started
