@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import re
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -35,6 +35,7 @@ class Written:
     bytes: int
     seconds: float
     deleted: list[str] = field(default_factory=list)
+    details: dict[str, object] = field(default_factory=dict)  # e.g. a Cluster primary's slots
 
     def fields(self) -> dict[str, object]:
         return {
@@ -42,6 +43,7 @@ class Written:
             "bytes": self.bytes,
             "seconds": round(self.seconds, 3),
             "deleted": self.deleted,
+            **self.details,
         }
 
 
@@ -136,14 +138,22 @@ def fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def prune(directory: Path, pattern: re.Pattern[str], keep_days: int, now: datetime) -> list[str]:
+def prune(
+    directory: Path,
+    pattern: re.Pattern[str],
+    keep_days: int,
+    now: datetime,
+    current: Collection[str] = (),
+) -> list[str]:
     """Delete the backups named by `pattern` whose stamp is older than `keep_days`.
 
     Only names the pattern matches fully are considered (other files are never touched), and
     the newest of them is kept whatever its age, so backups that failed for weeks never lead
-    to deleting the last good one.
+    to deleting the last good one. A pattern with a `series` group (one series per Cluster
+    primary) also keeps the newest file of each series in `current`; series not in `current`
+    (gone after a resharding, or named the old way) age out like any other file.
     """
-    found: list[tuple[datetime, Path]] = []
+    found: list[tuple[datetime, Path, str | None]] = []
     for path in directory.iterdir():
         match = pattern.fullmatch(path.name)
         if not match or not path.is_file():
@@ -152,11 +162,14 @@ def prune(directory: Path, pattern: re.Pattern[str], keep_days: int, now: dateti
             stamp = datetime.strptime(match["stamp"], STAMP_FORMAT).replace(tzinfo=UTC)
         except ValueError:
             continue
-        found.append((stamp, path))
+        found.append((stamp, path, match.groupdict().get("series")))
+    found.sort()
+    newest = {series: path for _, path, series in found if series in current}
+    keep = {*newest.values(), *(path for _, path, _ in found[-1:])}
     cutoff = now - timedelta(days=keep_days)
     deleted = []
-    for stamp, path in sorted(found)[:-1]:
-        if stamp < cutoff:
+    for stamp, path, _ in found:
+        if stamp < cutoff and path not in keep:
             with suppress(FileNotFoundError):
                 path.unlink()
             deleted.append(path.name)

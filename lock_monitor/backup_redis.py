@@ -11,12 +11,13 @@ from __future__ import annotations
 import re
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import redis
+from redis.cluster import RedisCluster
 
 from lock_monitor.backup import (
     CHUNK,
@@ -185,30 +186,80 @@ def fetch_rdb(client: redis.Redis, output: Output) -> None:
         pool.release(connection)
 
 
-def node_suffix(name: str) -> str:
-    """A cluster node name (host:port) as a file-name part."""
-    return "-" + re.sub(r"[^A-Za-z0-9.]", "_", name)
+# Standalone: one series. Cluster: one series per primary, named by the hash slots it serves
+# (`slots-0-5460`), which survive a failover and a pod's new IP; `<host>_<port>` is how earlier
+# versions named them, matched so that retention ages those files out too.
+STANDALONE_NAME = re.compile(rf"redis-backup-{STAMP}\.rdb")
+CLUSTER_NAME = re.compile(
+    rf"redis-backup-{STAMP}-(?P<series>slots-\d+-\d+|[A-Za-z0-9._]+_\d+)\.rdb"
+)
+
+SlotRanges = list[tuple[int, int]]
+
+
+def slot_ranges(slots: Iterable[int]) -> SlotRanges:
+    """Slot numbers as sorted (first, last) runs: [0, 1, 2, 7] -> [(0, 2), (7, 7)]."""
+    ranges: SlotRanges = []
+    for slot in sorted(slots):
+        if ranges and ranges[-1][1] == slot - 1:
+            ranges[-1] = (ranges[-1][0], slot)
+        else:
+            ranges.append((slot, slot))
+    return ranges
+
+
+def primary_slots(cluster: RedisCluster) -> dict[str, SlotRanges]:
+    """host:port -> the slot ranges that primary serves, from the client's slot table
+    (slot -> [primary, replicas...]) as Target.nodes() has just re-read it."""
+    owned: dict[str, list[int]] = {}
+    for slot, nodes in cluster.nodes_manager.slots_cache.items():
+        owned.setdefault(nodes[0].name, []).append(slot)
+    return {name: slot_ranges(slots) for name, slots in owned.items()}
+
+
+def series_name(ranges: SlotRanges) -> str:
+    """A primary's series: its first slot range. The replica promoted in its place serves the
+    same slots and so continues the series; only a resharding that moves them starts a new one."""
+    first, last = ranges[0]
+    return f"slots-{first}-{last}"
+
+
+def describe(ranges: SlotRanges) -> str:
+    """Every range a primary serves, for the log line: "0-100,5000-5460"."""
+    return ",".join(f"{first}-{last}" for first, last in ranges)
 
 
 def backup_redis(target: Target, dest: Path, keep_days: int) -> Iterator[Written]:
-    """One RDB per node (one per primary in a Cluster), each followed by its series' retention."""
+    """One RDB per node (one per primary in a Cluster), each followed by retention."""
     secrets = (target.settings.password,)
     try:
         nodes = target.nodes()
-        for name, client in nodes:
+        if target.settings.mode == "cluster":
+            slots = primary_slots(target.client)
+            # A primary that serves no slots holds no keys: nothing to back up.
+            plan = [
+                (name, client, f"-{series_name(slots[name])}", {"slots": describe(slots[name])})
+                for name, client in nodes
+                if name in slots
+            ]
+            pattern, current = CLUSTER_NAME, {suffix[1:] for _, _, suffix, _ in plan}
+        else:
+            plan = [(name, client, "", {}) for name, client in nodes]
+            pattern, current = STANDALONE_NAME, set()
+        for name, client, suffix, details in plan:
             started = time.monotonic()
             now = datetime.now(UTC)
-            suffix = node_suffix(name) if len(nodes) > 1 else ""
             final = dest / f"redis-backup-{utc_stamp(now)}{suffix}.rdb"
             try:
                 with atomic_file(final) as output:
                     fetch_rdb(client, output)
             except BackupError as exc:
                 raise BackupError(f"backup of {name} failed: {exc}") from None
-            # Retention per series: this node's files only, so each primary keeps its newest.
-            series = re.compile(rf"redis-backup-{STAMP}{re.escape(suffix)}\.rdb")
-            deleted = prune(dest, series, keep_days, now)
-            yield Written(final, output.size, time.monotonic() - started, deleted)
+            # Over every series at once, so that files of series gone since age out too.
+            deleted = prune(dest, pattern, keep_days, now, current)
+            yield Written(
+                final, output.size, time.monotonic() - started, deleted, {"node": name, **details}
+            )
     except redis.RedisError as exc:
         raise BackupError(
             f"cannot back up {target.settings.target()}: {one_line(exc, *secrets)}"

@@ -271,14 +271,21 @@ def cli_error(result: subprocess.CompletedProcess[str]) -> str:
     return line
 
 
-def cli_record(result: subprocess.CompletedProcess[str], event: str) -> dict[str, Any]:
-    """A successful backup/restore run: exit 0 and ONE JSON log line naming a complete file."""
+def cli_records(result: subprocess.CompletedProcess[str], event: str) -> list[dict[str, Any]]:
+    """A successful backup/restore run: exit 0 and only JSON log lines, each naming a complete
+    file (a Cluster backup writes one per primary)."""
     assert result.returncode == 0, result.stderr
-    (line,) = result.stderr.splitlines()
-    record: dict[str, Any] = json.loads(line)
-    assert record["event"] == event
-    assert record["bytes"] == Path(record["file"]).stat().st_size > 0
-    assert record["seconds"] >= 0
+    records: list[dict[str, Any]] = [json.loads(line) for line in result.stderr.splitlines()]
+    for record in records:
+        assert record["event"] == event
+        assert record["bytes"] == Path(record["file"]).stat().st_size > 0
+        assert record["seconds"] >= 0
+    return records
+
+
+def cli_record(result: subprocess.CompletedProcess[str], event: str) -> dict[str, Any]:
+    """A successful run that wrote ONE file."""
+    (record,) = cli_records(result, event)
     return record
 
 

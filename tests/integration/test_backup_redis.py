@@ -5,21 +5,28 @@ from __future__ import annotations
 import random
 import shutil
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
 from redis.backoff import NoBackoff
+from redis.crc import key_slot
 from redis.retry import Retry
 
+from lock_monitor.backup_redis import CLUSTER_NAME, RdbCheck
 from tests.servers import (
+    ClusterServers,
     RedisServer,
     cli_error,
     cli_record,
+    cli_records,
     free_port,
     monitor_env,
     redis_server,
     run_monitor,
+    set_locks,
     wait_for,
 )
 
@@ -198,3 +205,98 @@ def test_destination_that_is_not_a_directory_is_refused(tmp_path: Path) -> None:
     (line,) = result.stderr.splitlines()
     assert "is a file" in line
     assert not_a_dir.read_text() == "x"
+
+
+# --- Redis Cluster: one file per primary, one series per slot range ----------------------
+
+CLUSTER_LOCKS = 300
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[ClusterServers]:
+    servers = ClusterServers(tmp_path / "cluster")
+    try:
+        servers.start()
+        client = servers.client()
+        set_locks(client, [f"lock:appointment:{i}" for i in range(CLUSTER_LOCKS)], age=1)
+        client.close()
+        yield servers
+    finally:
+        servers.stop()
+
+
+def slot_series(cluster: ClusterServers) -> dict[str, tuple[int, int]]:
+    """host:port -> (first, last) slot of each primary, as CLUSTER NODES reports it now."""
+    nodes = cluster.live()[0].client().cluster("NODES")
+    return {
+        address.split("@")[0]: (int(node["slots"][0][0]), int(node["slots"][0][-1]))
+        for address, node in nodes.items()
+        if "master" in node["flags"] and node["slots"] and "fail" not in node["flags"]
+    }
+
+
+def cluster_backup(cluster: ClusterServers, dest: Path) -> dict[str, dict[str, Any]]:
+    """Back the cluster up; series (`slots-<first>-<last>`) -> the JSON line of its file."""
+    result = run_monitor(
+        "backup", "redis", "--redis-mode", "cluster", "--redis-url", cluster.seed_url,
+        "--dest", str(dest),
+    )  # fmt: skip
+    records = cli_records(result, "redis_backup_written")
+    by_series = {}
+    for record in records:
+        match = CLUSTER_NAME.fullmatch(Path(record["file"]).name)
+        assert match, record["file"]
+        by_series[match["series"]] = record
+    assert len(by_series) == len(records)
+    return by_series
+
+
+def assert_holds_exactly(file: Path, first: int, last: int) -> None:
+    """A sound RDB holding the locks of slots first..last and no other (keys of 17-20 bytes are
+    stored uncompressed, after their length byte)."""
+    data = file.read_bytes()
+    check = RdbCheck()
+    check.update(data)
+    check.verify()
+    keys = [f"lock:appointment:{i}".encode() for i in range(CLUSTER_LOCKS)]
+    held = {key for key in keys if bytes([len(key)]) + key in data}
+    assert held == {key for key in keys if first <= key_slot(key) <= last}
+    assert held
+
+
+def test_cluster_backup_is_one_file_per_primary_named_by_its_slots(
+    cluster: ClusterServers, dest: Path
+) -> None:
+    before = slot_series(cluster)
+    first = cluster_backup(cluster, dest)
+    assert {record["node"]: series for series, record in first.items()} == {
+        node: f"slots-{low}-{high}" for node, (low, high) in before.items()
+    }
+    for series, record in first.items():
+        assert record["slots"] == series.removeprefix("slots-")
+        assert_holds_exactly(Path(record["file"]), *before[record["node"]])
+    assert sorted(p.name for p in dest.iterdir()) == sorted(
+        Path(r["file"]).name for r in first.values()
+    )
+
+    # A primary dies and its replica takes over: the new primary continues the same series;
+    # files of series no primary serves any more age out (here: long past --keep-days).
+    vanished = ("redis-backup-20200101T000000Z-slots-0-99.rdb",
+                "redis-backup-20200101T000000Z-127.0.0.1_7000.rdb")  # fmt: skip
+    for name in vanished:
+        (dest / name).write_bytes(b"x")
+    victim_address = next(node for node in before if node != f"127.0.0.1:{cluster.servers[0].port}")
+    victim = next(s for s in cluster.servers if f"127.0.0.1:{s.port}" == victim_address)
+    victim.stop()
+    cluster.wait_healthy()
+    after = slot_series(cluster)
+    assert after.keys() != before.keys()
+    assert sorted(after.values()) == sorted(before.values())
+
+    second = cluster_backup(cluster, dest)
+    assert second.keys() == first.keys()
+    series = f"slots-{before[victim_address][0]}-{before[victim_address][1]}"
+    assert second[series]["node"] not in (victim_address, first[series]["node"])
+    assert_holds_exactly(Path(second[series]["file"]), *before[victim_address])
+    assert sorted(name for r in second.values() for name in r["deleted"]) == sorted(vanished)
+    assert len(list(dest.iterdir())) == 6  # both runs' files, all within --keep-days

@@ -6,11 +6,21 @@ import errno
 import os
 from datetime import UTC, datetime
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
+from redis.cluster import ClusterNode, RedisCluster
 
 from lock_monitor.backup import BackupError, atomic_file, prune
-from lock_monitor.backup_redis import RdbCheck, crc64
+from lock_monitor.backup_redis import (
+    CLUSTER_NAME,
+    RdbCheck,
+    crc64,
+    describe,
+    primary_slots,
+    series_name,
+    slot_ranges,
+)
 from lock_monitor.backup_sqlite import NAME_PATTERN
 
 
@@ -138,3 +148,77 @@ def test_full_disk_names_the_file_and_leaves_nothing(tmp_path: Path) -> None:
         disk_fills_up()
     assert str(caught.value) == f"cannot write {final}: No space left on device"
     assert list(tmp_path.iterdir()) == []
+
+
+# --- Redis Cluster: one series per primary, named by its slots ---------------------------
+
+
+def cluster_client(slots: dict[int, list[str]]) -> RedisCluster:
+    """Stands in for a RedisCluster: only its slot table (slot -> [primary, replicas...])."""
+    table = {
+        slot: [ClusterNode(*name.split(":")) for name in names] for slot, names in slots.items()
+    }
+    return SimpleNamespace(nodes_manager=SimpleNamespace(slots_cache=table))  # type: ignore[return-value]
+
+
+def test_slot_ranges_are_sorted_runs() -> None:
+    assert slot_ranges([7, 2, 0, 1, 9, 8]) == [(0, 2), (7, 9)]
+    assert slot_ranges([5]) == [(5, 5)]
+
+
+def test_series_follow_the_slots_not_the_address() -> None:
+    layout = {slot: ["10.0.0.1:6379", "10.0.0.4:6379"] for slot in range(0, 5461)}
+    layout |= {slot: ["10.0.0.2:6379"] for slot in range(5461, 10923)}
+    layout |= {slot: ["10.0.0.3:6379"] for slot in (*range(10923, 12000), *range(14000, 16384))}
+    before = primary_slots(cluster_client(layout))
+    assert {name: series_name(r) for name, r in before.items()} == {
+        "10.0.0.1:6379": "slots-0-5460",
+        "10.0.0.2:6379": "slots-5461-10922",
+        "10.0.0.3:6379": "slots-10923-11999",
+    }
+    assert describe(before["10.0.0.3:6379"]) == "10923-11999,14000-16383"
+
+    # 10.0.0.1 fails; its replica is promoted (and the pod comes back with a new IP as replica).
+    layout |= {slot: ["10.0.0.4:6379", "10.0.0.9:6379"] for slot in range(0, 5461)}
+    after = primary_slots(cluster_client(layout))
+    assert series_name(after["10.0.0.4:6379"]) == series_name(before["10.0.0.1:6379"])
+    assert "10.0.0.1:6379" not in after
+
+
+def test_cluster_retention_ages_out_vanished_series_and_keeps_each_current_newest(
+    tmp_path: Path,
+) -> None:
+    names = {
+        "redis-backup-20260320T020000Z-slots-0-5460.rdb": False,  # this run's
+        "redis-backup-20260319T020000Z-slots-0-5460.rdb": False,  # within 7 days
+        "redis-backup-20260301T020000Z-slots-0-5460.rdb": True,  # old, not its newest
+        "redis-backup-20260301T020000Z-slots-5461-10922.rdb": False,  # old, newest of a current
+        "redis-backup-20260228T020000Z-slots-5461-10922.rdb": True,
+        "redis-backup-20260310T020000Z-slots-10923-16383.rdb": True,  # a series resharded away
+        "redis-backup-20260315T020000Z-slots-10923-16383.rdb": False,  # ... within 7 days
+        "redis-backup-20260301T020000Z-10.0.0.3_6379.rdb": True,  # the earlier host_port naming
+        "redis-backup-20260301T020000Z-redis_cluster_0.svc_6379.rdb": True,
+        "redis-backup-20200101T000000Z.rdb": False,  # standalone naming: not this pattern
+        "redis-backup-20200101T000000Z-manual.rdb": False,  # not this tool's naming
+        "redis-backup-20200101T000000Z-slots-1.rdb": False,
+    }
+    for name in names:
+        (tmp_path / name).write_bytes(b"x")
+    current = {"slots-0-5460", "slots-5461-10922"}
+
+    deleted = prune(tmp_path, CLUSTER_NAME, 7, NOW, current)
+
+    assert sorted(deleted) == sorted(name for name, old in names.items() if old)
+    assert {p.name for p in tmp_path.iterdir()} == {n for n, old in names.items() if not old}
+
+
+def test_cluster_retention_never_deletes_the_newest_file_overall(tmp_path: Path) -> None:
+    """Backups failing for weeks after a resharding: the last good file stays."""
+    for name in (
+        "redis-backup-20250101T000000Z-slots-0-16383.rdb",
+        "redis-backup-20250102T000000Z-slots-0-8191.rdb",
+    ):
+        (tmp_path / name).write_bytes(b"x")
+    assert prune(tmp_path, CLUSTER_NAME, 7, NOW, {"slots-8192-16383"}) == [
+        "redis-backup-20250101T000000Z-slots-0-16383.rdb"
+    ]
