@@ -47,8 +47,11 @@ def test_metrics_pages_and_logs(redis_srv: RedisServer) -> None:
 
         locks = json.loads(monitor.get("/locks")[1])
         oldest = locks["oldest_locks"]
-        assert [lock["stuck"] for lock in oldest[:3]] == [True] * 3
-        assert oldest[0]["value"].endswith(":worker-0") or ":worker-" in oldest[0]["value"]
+        stuck = {lock["key"]: lock for lock in oldest[:3]}
+        assert set(stuck) == {f"lock:appointment:s{i}" for i in range(3)}
+        for key, lock in stuck.items():
+            assert lock["stuck"] is True
+            assert lock["value"].endswith(f":worker-{key[-1]}")
         page = monitor.get("/")[1]
         assert "lock:appointment:s0" in page
         assert redis_srv.url in page

@@ -31,11 +31,12 @@ def rdb(body: bytes = b"\xfe\x00\xfb\x01\x00\x00\x01k\x01v", checksum: int | Non
     return data + crc.to_bytes(8, "little")
 
 
-def check(data: bytes, chunk: int) -> None:
+def check(data: bytes, chunk: int) -> RdbCheck:
     checker = RdbCheck()
     for start in range(0, len(data), chunk):
         checker.update(data[start : start + chunk])
     checker.verify()
+    return checker
 
 
 def test_crc64_is_redis_jones_variant() -> None:
@@ -45,11 +46,19 @@ def test_crc64_is_redis_jones_variant() -> None:
 
 @pytest.mark.parametrize("chunk", [1, 3, 8, 9, 1000])
 def test_rdb_check_accepts_a_sound_file_however_it_is_split(chunk: int) -> None:
-    check(rdb(), chunk)
+    data = rdb()
+    checker = check(data, chunk)
+    assert checker.head == b"REDIS0011"
+    assert checker.last == 0xFF  # the EOF opcode, just before the trailer
+    assert checker.crc == crc64(data[:-8])  # everything but the trailer, chunking aside
+    assert checker.tail == data[-8:]
 
 
 def test_rdb_check_accepts_zero_checksum_of_rdbchecksum_no() -> None:
-    check(rdb(checksum=0), 4)
+    data = rdb(checksum=0)
+    checker = check(data, 4)
+    assert checker.tail == bytes(8)
+    assert checker.crc == crc64(data[:-8]) != 0  # computed all the same, then not compared
 
 
 @pytest.mark.parametrize(

@@ -1,146 +1,171 @@
-"""The pass loop's bookkeeping, against fakeredis: transitions, logs, backoff, pacing."""
+"""The pass loop's bookkeeping: counts, transitions, logs, and the cap on stuck-lock lines.
 
-import fakeredis
+Redis is replaced at the narrowest seam, `read_locks`: it hands over hand-built locks, or
+raises what redis-py raises from a pass. The client itself is the real lazy one (`connect`
+never touches the network for a standalone URL), so a failure arrives where it does in
+production: on the first read of a pass. What Redis itself does is tested in
+tests/integration (test_scanner.py, test_monitor_outage.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, MutableMapping
+from typing import Any
+
 import pytest
 import redis
 from structlog.testing import capture_logs
 
 from lock_monitor.config import RedisSettings, ScanSettings
-from lock_monitor.connection import Target
+from lock_monitor.locks import RawLock
 from lock_monitor.monitor import Monitor
 
 SETTINGS = RedisSettings(url="redis://example:6379/0", password="s3cret-pw")
+NOW = 1_800_000_000.0  # Redis TIME of every pass here
 
 
-class Switchable:
-    """A connector whose Redis can be taken away and given back."""
+def held(key: str, seconds_ago: float, pttl_ms: int = 30_000) -> RawLock:
+    """A lock as the backend takes it: epoch-ms value and a TTL."""
+    return RawLock(key.encode(), b"%d" % ((NOW - seconds_ago) * 1000), pttl_ms, "string", NOW)
+
+
+class FakeScanner:
+    """Stands in for `read_locks`: every pass yields `locks`, or fails with `error`."""
 
     def __init__(self) -> None:
-        self.server = fakeredis.FakeServer()
-        self.client = fakeredis.FakeRedis(server=self.server)
+        self.locks: list[RawLock] = []
+        self.error: Exception | None = None
 
-    def __call__(self, settings: RedisSettings) -> Target:
-        if not self.server.connected:
-            raise redis.ConnectionError("Error 111 connecting to example:6379 (s3cret-pw)")
-        return Target(settings, fakeredis.FakeRedis(server=self.server))
-
-
-def make(
-    threshold: float = 30, interval: float = 5, load: float = 0.05
-) -> tuple[Monitor, Switchable]:
-    connector = Switchable()
-    scan = ScanSettings(stuck_threshold=threshold, interval=interval, max_redis_load=load)
-    return Monitor(SETTINGS, scan, connector=connector), connector
+    def __call__(
+        self, client: redis.Redis, pattern: str, count: int, seen: set[bytes], cluster: bool
+    ) -> Iterator[RawLock]:
+        if self.error is not None:
+            raise self.error  # a generator: raised on the first read, as redis-py does
+        for raw in self.locks:
+            seen.add(raw.key)
+            yield raw
 
 
-def epoch_ms(client: fakeredis.FakeRedis, seconds_ago: float) -> bytes:
-    seconds, micros = client.time()
-    return b"%d" % ((seconds + micros / 1e6 - seconds_ago) * 1000)
+@pytest.fixture
+def redis_node(monkeypatch: pytest.MonkeyPatch) -> FakeScanner:
+    scanner = FakeScanner()
+    monkeypatch.setattr("lock_monitor.monitor.read_locks", scanner)
+    return scanner
 
 
-def test_a_pass_counts_locks_of_every_kind() -> None:
-    monitor, conn = make()
-    conn.client.set("lock:appointment:1", epoch_ms(conn.client, 60), px=30_000)
-    conn.client.set("lock:appointment:2", epoch_ms(conn.client, 1), px=30_000)
-    conn.client.set("lock:appointment:3", "token")  # no TTL
-    conn.client.hset("lock:appointment:4", "uuid:1", 1)  # a Redisson lock
-    conn.client.set("session:1", "not a lock")
+def make(settings: RedisSettings = SETTINGS) -> Monitor:
+    return Monitor(settings, ScanSettings(stuck_threshold=30, interval=5))
+
+
+def events(logs: list[MutableMapping[str, Any]]) -> list[Any]:
+    return [entry["event"] for entry in logs]
+
+
+def test_a_pass_counts_what_it_reads_and_logs_the_first_connection(
+    redis_node: FakeScanner,
+) -> None:
+    redis_node.locks = [
+        held("lock:appointment:1", 60),
+        held("lock:appointment:2", 1),
+        RawLock(b"lock:appointment:3", b"token", -1, "string", NOW),  # no TTL
+        RawLock(b"lock:appointment:4", None, -1, "hash", NOW),  # a Redisson lock
+    ]
+    monitor = make()
     with capture_logs() as logs:
-        monitor.step()
+        assert monitor.step() == 5
     snap = monitor.state.snapshot
     assert snap is not None
     assert (snap.active, snap.stuck, snap.without_ttl, snap.keys_scanned) == (4, 1, 2, 4)
     assert snap.oldest[0].key == "lock:appointment:1"
-    assert {lock.kind for lock in snap.oldest} == {"string", "hash"}
-    assert [e["event"] for e in logs] == ["redis_connected", "lock_stuck"]
+    assert (monitor.state.redis_up, monitor.state.scans_success) == (True, 1)
+    assert events(logs) == ["redis_connected", "lock_stuck"]
     assert logs[1]["key"] == "lock:appointment:1"
 
 
-def test_outage_then_recovery_logs_each_change_once_without_the_password() -> None:
-    monitor, conn = make()
+def test_outage_then_recovery_logs_each_change_once(redis_node: FakeScanner) -> None:
+    monitor = make()
     monitor.step()
-    conn.server.connected = False
     with capture_logs() as logs:
+        redis_node.error = redis.ConnectionError("Connection closed by server.")
         monitor.step()  # the open connection breaks
+        redis_node.error = redis.ConnectionError(
+            "Error 111 connecting to example:6379. Connection refused."
+        )
         monitor.step()  # reconnecting is refused: a different error, logged once
         monitor.step()  # the same error again: not news
     state = monitor.state
+    assert events(logs) == ["redis_lost", "redis_still_unavailable"]
+    assert "Connection closed" in str(logs[0]["error"])
+    assert "Connection refused" in str(logs[1]["error"])
     assert state.redis_up is False
     assert state.snapshot is not None  # the last success is kept for last_check_timestamp
-    assert state.scans_error == 3
-    assert [e["event"] for e in logs] == ["redis_lost", "redis_still_unavailable"]
+    assert (state.scans_success, state.scans_error) == (1, 3)
+    assert "Connection refused" in (state.last_error or "")
     assert "s3cret-pw" not in str(logs)
-    assert "s3cret-pw" not in (state.last_error or "")
-    conn.server.connected = True
+
+    redis_node.error = None
     with capture_logs() as logs:
         monitor.step()
-    assert monitor.state.redis_up is True
-    assert [e["event"] for e in logs] == ["redis_recovered"]
+    assert events(logs) == ["redis_recovered"]
+    assert (monitor.state.redis_up, monitor.state.last_error) == (True, None)
 
 
-def test_unavailable_from_the_start() -> None:
-    monitor, conn = make()
-    conn.server.connected = False
+def test_unavailable_from_the_start(redis_node: FakeScanner) -> None:
+    redis_node.error = redis.ConnectionError("Error 111 connecting to example:6379.")
+    monitor = make()
     with capture_logs() as logs:
         delay = monitor.step()
     assert monitor.state.redis_up is False
     assert monitor.state.snapshot is None
-    assert logs[0]["event"] == "redis_unavailable"
-    assert 0 < delay <= 1.0
+    assert events(logs) == ["redis_unavailable"]
+    assert 0 < delay <= 1.0  # the first retry comes soon
 
 
-def test_stuck_locks_are_logged_when_they_become_stuck_and_when_they_clear() -> None:
-    monitor, conn = make()
-    conn.client.set("lock:appointment:9", epoch_ms(conn.client, 40), px=30_000)
-    monitor.step()
+def test_passwords_are_scrubbed_from_errors_in_logs_and_state(redis_node: FakeScanner) -> None:
+    settings = RedisSettings(url=SETTINGS.url, password="s3cret-pw", sentinel_password="sent-pw")
+    redis_node.error = redis.AuthenticationError("refused s3cret-pw (sentinel said sent-pw)")
+    monitor = make(settings)
+    with capture_logs() as logs:
+        monitor.step()
+    last_error = monitor.state.last_error or ""
+    assert "refused *** (sentinel said ***)" in last_error
+    assert "refused *** (sentinel said ***)" in str(logs[0]["error"])
+    for secret in ("s3cret-pw", "sent-pw"):
+        assert secret not in last_error
+        assert secret not in str(logs)
+
+
+def test_stuck_locks_are_logged_when_they_become_stuck_and_when_they_clear(
+    redis_node: FakeScanner,
+) -> None:
+    redis_node.locks = [held("lock:appointment:9", 40), held("lock:appointment:1", 1)]
+    monitor = make()
+    with capture_logs() as logs:
+        monitor.step()
+    assert [entry["key"] for entry in logs if entry["event"] == "lock_stuck"] == [
+        "lock:appointment:9"
+    ]
     with capture_logs() as logs:
         monitor.step()
     assert logs == []  # still stuck: not news
-    conn.client.delete("lock:appointment:9")
+    redis_node.locks = [held("lock:appointment:1", 1)]  # the stuck one is released
     with capture_logs() as logs:
         monitor.step()
-    assert [e["event"] for e in logs] == ["stuck_lock_cleared"]
+    assert events(logs) == ["stuck_lock_cleared"]
     assert logs[0]["key"] == "lock:appointment:9"
+    assert logs[0]["last_age_seconds"] == 40
 
 
-def test_many_stuck_locks_are_summed_up_not_flooded() -> None:
-    monitor, conn = make()
-    stamp = epoch_ms(conn.client, 40)
-    conn.client.mset({f"lock:appointment:{i}": stamp for i in range(50)})
+def test_many_stuck_locks_are_summed_up_not_flooded(redis_node: FakeScanner) -> None:
+    redis_node.locks = [held(f"lock:appointment:{i}", 40) for i in range(50)]
+    monitor = make()
     with capture_logs() as logs:
         monitor.step()
-    events = [e["event"] for e in logs]
-    assert events.count("lock_stuck") == 20
-    assert events[-1] == "stuck_locks_changed"
-    assert logs[-1]["became_stuck"] == 50
+    assert events(logs) == ["redis_connected"] + ["lock_stuck"] * 20 + ["stuck_locks_changed"]
+    assert (logs[-1]["became_stuck"], logs[-1]["cleared"], logs[-1]["stuck"]) == (50, 0, 50)
 
-
-def test_backoff_grows_with_jitter_up_to_the_cap() -> None:
-    monitor, _ = make(interval=5)
-    delays = [monitor.backoff_delay(n) for n in range(1, 12)]
-    assert 0.5 <= delays[0] <= 1.0
-    assert 4 <= delays[3] <= 8
-    assert all(15 <= d <= 30 for d in delays[6:])
-
-
-@pytest.mark.parametrize(
-    ("duration", "expected_delay"),
-    [(0.01, 5.0), (0.25, 5.0), (0.5, 9.5), (2.0, 38.0)],
-)
-def test_pacing_keeps_redis_share_under_the_limit(duration: float, expected_delay: float) -> None:
-    monitor, _ = make(interval=5, load=0.05)
-    delay = monitor.paced_delay(duration)
-    assert delay == pytest.approx(expected_delay)
-    assert duration / (duration + delay) <= 0.05 + 1e-9 or delay == 5.0
-
-
-def test_pacing_off_at_full_load() -> None:
-    monitor, _ = make(interval=5, load=1.0)
-    assert monitor.paced_delay(100.0) == 5.0
-
-
-def test_pacing_shows_in_the_state() -> None:
-    monitor, _conn = make(interval=0.0001, load=0.001)
-    monitor.step()
-    assert monitor.state.paced
-    assert monitor.state.delay_seconds > 0.0001
+    redis_node.locks = []  # all released at once
+    with capture_logs() as logs:
+        monitor.step()
+    assert events(logs) == ["stuck_lock_cleared"] * 20 + ["stuck_locks_changed"]
+    assert (logs[-1]["became_stuck"], logs[-1]["cleared"], logs[-1]["stuck"]) == (0, 50, 0)

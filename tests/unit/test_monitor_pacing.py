@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import itertools
 
-import fakeredis
 import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from lock_monitor.config import RedisSettings, ScanSettings
-from lock_monitor.connection import Target
 from lock_monitor.metrics import build_registry
 from lock_monitor.monitor import BACKOFF_CAP_SECONDS, Monitor, MonitorState, StuckLocks
 from lock_monitor.snapshot import Snapshot
@@ -21,11 +19,8 @@ SETTINGS = RedisSettings(url="redis://example:6379/0")
 
 
 def monitor(interval: float = 5.0, load: float = 0.05) -> Monitor:
-    server = fakeredis.FakeServer()
-    scan = ScanSettings(interval=interval, max_redis_load=load)
-    return Monitor(
-        SETTINGS, scan, connector=lambda s: Target(s, fakeredis.FakeRedis(server=server))
-    )
+    """A monitor on a lazy client that no test here lets touch the network."""
+    return Monitor(SETTINGS, ScanSettings(interval=interval, max_redis_load=load))
 
 
 def snapshot(duration: float) -> Snapshot:
@@ -51,6 +46,10 @@ def test_pacing_starts_where_the_interval_alone_would_exceed_the_limit() -> None
     assert paced.paced_delay(0.27) == pytest.approx(0.27 * 19)
 
 
+def test_pacing_is_off_at_full_load() -> None:
+    assert monitor(interval=5.0, load=1.0).paced_delay(100.0) == 5.0
+
+
 def test_pacing_ends_when_passes_get_short_again() -> None:
     paced = monitor(interval=5.0)
     paced._on_success(snapshot(2.0), StuckLocks())
@@ -72,7 +71,8 @@ def test_a_failure_backs_off_instead_of_pacing_and_recovery_paces_again() -> Non
     assert paced.state.delay_seconds == pytest.approx(38.0)
 
 
-def test_a_real_pass_is_paced_from_its_own_duration() -> None:
+def test_a_real_pass_is_paced_from_its_own_duration(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("lock_monitor.monitor.read_locks", lambda *args, **kwargs: iter(()))
     paced = monitor(interval=1e-6, load=0.05)
     paced.step()
     duration = paced.state.snapshot.duration_seconds  # type: ignore[union-attr]
