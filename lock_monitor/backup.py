@@ -51,15 +51,6 @@ def utc_stamp(now: datetime) -> str:
     return now.astimezone(UTC).strftime(STAMP_FORMAT)
 
 
-def one_line(exc: BaseException, *secrets: str | None) -> str:
-    """The first line of an error, with any secret scrubbed out."""
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "***")
-    return text
-
-
 class Output:
     """The temp file being written; a failed write (a full disk) names the file it was for."""
 

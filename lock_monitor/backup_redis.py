@@ -26,7 +26,6 @@ from lock_monitor.backup import (
     Output,
     Written,
     atomic_file,
-    one_line,
     prune,
     utc_stamp,
 )
@@ -231,7 +230,6 @@ def describe(ranges: SlotRanges) -> str:
 
 def backup_redis(target: Target, dest: Path, keep_days: int) -> Iterator[Written]:
     """One RDB per node (one per primary in a Cluster), each followed by retention."""
-    secrets = (target.settings.password,)
     try:
         nodes = target.nodes()
         if target.settings.mode == "cluster":
@@ -262,5 +260,6 @@ def backup_redis(target: Target, dest: Path, keep_days: int) -> Iterator[Written
             )
     except redis.RedisError as exc:
         raise BackupError(
-            f"cannot back up {target.settings.target()}: {one_line(exc, *secrets)}"
+            f"cannot back up {target.settings.target()}: "
+            f"{target.settings.scrub(str(exc)) or type(exc).__name__}"
         ) from None

@@ -41,6 +41,14 @@ class RedisSettings:
             return f"sentinel://{hosts}/{self.sentinel_master}"
         return url_without_secrets(self.url or "")
 
+    def scrub(self, text: str) -> str:
+        """The first line of an error message, with every password of these settings removed."""
+        text = text.strip().splitlines()[0] if text.strip() else ""
+        for secret in (self.password, self.sentinel_password, _url_password(self.url)):
+            if secret:
+                text = text.replace(secret, "***")
+        return text
+
     def redacted(self) -> dict[str, object]:
         return {
             "target": self.target(),

@@ -127,11 +127,7 @@ class Monitor:
             text = str(exc)
         else:
             text = describe_tls_error(exc) or f"{type(exc).__name__}: {exc}"
-        text = text.splitlines()[0] if text.strip() else type(exc).__name__
-        for secret in (self.redis.password, self.redis.sentinel_password):
-            if secret:
-                text = text.replace(secret, "***")
-        return text
+        return self.redis.scrub(text) or type(exc).__name__
 
     def _drop_target(self) -> None:
         """Reconnect next time: fresh sockets, a new primary; a cluster keeps the nodes it knows."""

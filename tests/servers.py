@@ -28,14 +28,10 @@ import redis.cluster
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
+from lock_monitor.demo import free_port
+
 ROOT = Path(__file__).resolve().parent.parent
 T = TypeVar("T")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_for(check: Callable[[], T | None], timeout: float = 15.0, what: str = "condition") -> T:
