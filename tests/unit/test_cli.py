@@ -57,6 +57,10 @@ BAD_INPUTS = [
     (["run", "--redis-url", "redis://h/0?socket_timeout=600"], "options in the URL"),
     (["locks", "--redis-password", "hunter2"], "REDIS_PASSWORD"),
     (["locks", "--sentinel-password", "hunter2"], "LOCK_MONITOR_SENTINEL_PASSWORD"),
+    *(
+        (["restore", "sqlite", "/dev/null", "--db", "x.db", "--max-size", size], "--max-size")
+        for size in ("0", "-5", "1.5G", "10X", "G", "")
+    ),
 ]
 
 
