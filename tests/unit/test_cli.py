@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from lock_monitor import __version__
+from lock_monitor.backup_sqlite import MAX_SIZE_FACTOR, MIN_MAX_SIZE
 from lock_monitor.cli import main
 
 
@@ -152,7 +153,7 @@ def test_help_lists_every_option_with_its_env_var(
 
 
 def test_redis_url_defaults_to_the_guides_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    from lock_monitor.cli import _default_redis_url
+    from lock_monitor.cli.options import _default_redis_url
 
     assert _default_redis_url() == "redis://localhost:6379/0"
     monkeypatch.setenv("REDIS_HOST", "redis")
@@ -176,3 +177,13 @@ def test_urls_are_shown_without_secrets(url: str, shown: str) -> None:
     from lock_monitor.config import url_without_secrets
 
     assert url_without_secrets(url) == shown
+
+
+def test_restore_help_states_the_max_size_default(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = run_main(monkeypatch, capsys, "restore", "sqlite", "--help")
+    assert code == 0
+    default = f"Default: {MAX_SIZE_FACTOR} times the size of --db, at least {MIN_MAX_SIZE >> 30}G."
+    assert default in " ".join(out.split())
+    assert "LOCK_MONITOR_MAX_SIZE" in out
