@@ -66,8 +66,8 @@ def opaque(key: str, now: float) -> RawLock:
 
 
 def run(target: Any, tracker: LockTracker | None = None, **kwargs: Any) -> Any:
-    return read_pass(target, ScanSettings(stuck_threshold=30), tracker or LockTracker(30), {},
-                     **kwargs)  # fmt: skip
+    scan = ScanSettings(stuck_threshold=30)
+    return read_pass(target, scan, tracker or LockTracker(30), {}, **kwargs)
 
 
 def test_a_pass_reads_every_node_into_one_snapshot() -> None:
@@ -143,8 +143,9 @@ def test_the_snapshot_keeps_the_oldest_few_unless_asked_for_all() -> None:
 
 
 def test_errors_are_one_line_without_secrets() -> None:
-    settings = RedisSettings(url="redis://:url-pw@r:6379", password="s3cret-pw",
-                             sentinel_password="sent-pw")  # fmt: skip
+    settings = RedisSettings(
+        url="redis://:url-pw@r:6379", password="s3cret-pw", sentinel_password="sent-pw"
+    )
     error = redis.AuthenticationError("refused s3cret-pw (url-pw, sent-pw)\nsecond line")
     assert describe_error(error, settings) == "AuthenticationError: refused *** (***, ***)"
 

@@ -32,8 +32,8 @@ NODES = (("redis:6379", True),)
 
 def served_document(state: MonitorState) -> dict[str, Any]:
     """GET /locks from the daemon's WSGI app."""
-    app = App(lambda: state, lambda: True, build_registry(lambda: state, "standalone"), TARGET,
-              "standalone", interval=5)  # fmt: skip
+    registry = build_registry(lambda: state, "standalone")
+    app = App(lambda: state, lambda: True, registry, TARGET, "standalone", interval=5)
     environ: dict[str, Any] = {"PATH_INFO": "/locks"}
     setup_testing_defaults(environ)
     body = b"".join(app(environ, lambda status, headers: None))
