@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from lock_monitor import __version__
+from lock_monitor.backup_sqlite import MAX_SIZE_FACTOR, MIN_MAX_SIZE
 from lock_monitor.cli import main
 
 
@@ -57,6 +58,10 @@ BAD_INPUTS = [
     (["run", "--redis-url", "redis://h/0?socket_timeout=600"], "options in the URL"),
     (["locks", "--redis-password", "hunter2"], "REDIS_PASSWORD"),
     (["locks", "--sentinel-password", "hunter2"], "LOCK_MONITOR_SENTINEL_PASSWORD"),
+    *(
+        (["restore", "sqlite", "/dev/null", "--db", "x.db", "--max-size", size], "--max-size")
+        for size in ("0", "-5", "1.5G", "10X", "G", "")
+    ),
 ]
 
 
@@ -172,3 +177,13 @@ def test_urls_are_shown_without_secrets(url: str, shown: str) -> None:
     from lock_monitor.config import url_without_secrets
 
     assert url_without_secrets(url) == shown
+
+
+def test_restore_help_states_the_max_size_default(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = run_main(monkeypatch, capsys, "restore", "sqlite", "--help")
+    assert code == 0
+    default = f"Default: {MAX_SIZE_FACTOR} times the size of --db, at least {MIN_MAX_SIZE >> 30}G."
+    assert default in " ".join(out.split())
+    assert "LOCK_MONITOR_MAX_SIZE" in out
