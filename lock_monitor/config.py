@@ -7,6 +7,7 @@ from typing import Literal
 from urllib.parse import urlsplit
 
 RedisMode = Literal["standalone", "cluster", "sentinel"]
+EventsMode = Literal["auto", "on", "off"]
 REDIS_SCHEMES = ("redis", "rediss")
 
 
@@ -73,6 +74,7 @@ class ScanSettings:
     stuck_threshold: float = 30.0
     interval: float = 5.0
     max_redis_load: float = 0.05
+    events: EventsMode = "auto"  # follow keyspace events between passes (see docs/events.md)
 
 
 @dataclass(frozen=True)

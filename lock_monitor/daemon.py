@@ -11,6 +11,8 @@ from typing import Any
 from lock_monitor import __version__
 from lock_monitor.config import RedisSettings, ScanSettings, ServerSettings
 from lock_monitor.errors import OperatorError
+from lock_monitor.events import Events
+from lock_monitor.liveset import LiveSet
 from lock_monitor.metrics import build_registry
 from lock_monitor.monitor import Monitor
 from lock_monitor.web import App, HttpServer
@@ -51,10 +53,21 @@ def serve(
     if redis.tls_insecure:
         log.warning("tls_verification_disabled", target=redis.target())
 
-    monitor = Monitor(redis, scan, log=log)
-    registry = build_registry(lambda: monitor.state, redis.mode)
+    events = None
+    if scan.events != "off":
+        live = LiveSet(scan.stuck_threshold)
+        events = Events(redis, scan.pattern, scan.events, live, log)
+    monitor = Monitor(redis, scan, log=log, events=events)
+    view = events.view if events is not None else None
+    registry = build_registry(lambda: monitor.state, redis.mode, view)
     app = App(
-        lambda: monitor.state, monitor.is_alive, registry, redis.target(), redis.mode, scan.interval
+        lambda: monitor.state,
+        monitor.is_alive,
+        registry,
+        redis.target(),
+        redis.mode,
+        scan.interval,
+        view,
     )
     try:
         server = HttpServer(app, server_settings.listen_address, server_settings.port)

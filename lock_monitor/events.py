@@ -27,12 +27,10 @@ from typing import Any, Literal
 import redis
 from redis.exceptions import NoPermissionError
 
-from lock_monitor.config import RedisSettings
+from lock_monitor.config import EventsMode, RedisSettings
 from lock_monitor.connection import Node, Target, connect
-from lock_monitor.liveset import LiveSet
+from lock_monitor.liveset import EventCounters, LiveCounts, LiveSet, PassLock, PassMark
 
-EventsMode = Literal["auto", "on", "off"]
-EVENTS_MODES: tuple[EventsMode, ...] = ("auto", "on", "off")
 # K: keyspace channels; g: del, expire, persist, rename; $: set; x: expired; e: evicted.
 NEEDED_CLASSES = "Kg$xe"
 RECOMMENDED_SETTING = "Kg$xeh"  # h: hash locks (Redisson) too
@@ -44,6 +42,7 @@ TOPOLOGY_EVERY = 5.0  # how often the supervisor re-reads the nodes (or Sentinel
 RECHECK_EVERY = 60.0  # while the server does not publish events, or the ACL refuses them
 BATCH = 1000  # replies applied per hold of the live set's lock
 BACKOFF_FIRST, BACKOFF_CAP = 0.2, 30.0
+DRAIN_WAIT = 1.0  # longest a reconcile waits for the subscribers to read what is on its way
 
 SubscriberState = Literal["connecting", "up", "down", "unavailable", "refused"]
 
@@ -135,7 +134,7 @@ class Subscriber:
             wait = RECHECK_EVERY
             try:
                 self._check_setting()
-                pubsub = self.client.pubsub()
+                pubsub = self.client.pubsub()  # type: ignore[no-untyped-call]
                 pubsub.psubscribe(self.channel)
                 self._confirm(pubsub)
                 self.sessions += 1
@@ -165,7 +164,7 @@ class Subscriber:
         """Wait for Redis to confirm the PSUBSCRIBE; an ACL refusal raises NoPermissionError."""
         deadline = time.monotonic() + self.timeout
         while time.monotonic() < deadline:
-            reply = pubsub.parse_response(block=False, timeout=READ_WAIT)
+            reply = _next_reply(pubsub, READ_WAIT)
             if reply is not None and reply[0] == b"psubscribe":
                 return
         raise TimeoutError(f"no answer to PSUBSCRIBE within {self.timeout:g}s")
@@ -180,10 +179,10 @@ class Subscriber:
         pinged: float | None = None
         while not self._stop.is_set():
             if connection.can_read(0):
-                first = pubsub.parse_response(block=False, timeout=0)
+                first = _next_reply(pubsub, 0)
             else:
                 self.drained_at = time.monotonic()
-                first = pubsub.parse_response(block=False, timeout=READ_WAIT)
+                first = _next_reply(pubsub, READ_WAIT)
             now = time.monotonic()
             if first is None:
                 if pinged is not None and now - pinged > self.timeout:
@@ -197,6 +196,11 @@ class Subscriber:
             if not self.verified and stream.received:
                 self.verified = True
                 self._changed(self)
+
+
+def _next_reply(pubsub: Any, wait: float) -> Any:
+    """The next reply within `wait` seconds, or None (redis-py's own health-check PONGs too)."""
+    return pubsub.parse_response(block=False, timeout=wait)
 
 
 def _batch(first: Any, reader: Any) -> Sequence[Any]:
@@ -233,6 +237,15 @@ class EventsStatus:
     @property
     def up(self) -> bool:
         return self.state == "live"
+
+
+@dataclass(frozen=True)
+class EventsView:
+    """The events as one scrape or page sees them."""
+
+    status: EventsStatus
+    counts: LiveCounts | None  # the lock gauges now, while the live set is current
+    counters: EventCounters
 
 
 class Events:
@@ -299,7 +312,39 @@ class Events:
                 reconnects=self._reconnects,
             )
 
+    def view(self) -> EventsView:
+        status = self.status()
+        usable = status.up and self.live.usable()
+        return EventsView(status, self.live.counts() if usable else None, self.live.counters())
+
     # --- what passes ask of it ------------------------------------------------------------
+
+    def begin_pass(self) -> PassMark:
+        return self.live.begin_pass()
+
+    def pass_failed(self) -> None:
+        self.live.abandon_pass()
+
+    def reconcile(self, mark: PassMark, locks: list[PassLock]) -> None:
+        """Fold a complete pass into the live set, once the events sent before it are in."""
+        self._measure_offset()
+        self.wait_drained(time.monotonic(), DRAIN_WAIT)
+        corrections, comparable = self.live.reconcile(mark, locks)
+        self._reconciled(corrections, comparable)
+
+    def _measure_offset(self) -> None:
+        """Redis' clock against this host's monotonic one, from a TIME half-way through."""
+        with self._lock:
+            subscriber = next(iter(self._subscribers.values()), None)
+        if subscriber is None:
+            return
+        try:
+            before = time.monotonic()
+            seconds, micros = subscriber.client.time()
+            after = time.monotonic()
+        except redis.RedisError:
+            return  # keep the last offset: clocks do not drift far between passes
+        self.live.measure_offset(seconds + micros / 1e6, (before + after) / 2)
 
     def wait_drained(self, since: float, timeout: float) -> None:
         """Wait until every subscribed node has read all that was sent before `since` (the end
@@ -316,7 +361,7 @@ class Events:
                 return
             time.sleep(0.002)
 
-    def reconciled(self, corrections: int, comparable: bool) -> None:
+    def _reconciled(self, corrections: int, comparable: bool) -> None:
         """A pass found `corrections` differences with a set it could be compared to: if no
         node has published a single event meanwhile, the server does not publish them."""
         with self._lock:

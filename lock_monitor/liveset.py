@@ -34,6 +34,11 @@ RECENT_ENDS = 10  # evicted and expired locks kept for the status page
 RECONCILE_CHUNK = 2000  # locks reconciled per hold of the lock: events are not held up long
 
 
+# A lock as a pass read it: raw key, acquisition time (Redis time), has a TTL, and whether
+# that time is the holder's own stamp (rather than when it was first seen).
+PassLock = tuple[bytes, float, bool, bool]
+
+
 @dataclass(frozen=True)
 class LiveCounts:
     active: int
@@ -282,9 +287,7 @@ class LiveSet:
         with self.lock:
             self.touched = None
 
-    def reconcile(
-        self, mark: PassMark, locks: Sequence[tuple[bytes, float, bool, bool]]
-    ) -> Reconciled:
+    def reconcile(self, mark: PassMark, locks: Sequence[PassLock]) -> Reconciled:
         """Make the set agree with a complete pass, and count what it corrected.
 
         `locks`: (raw key, acquisition time in Redis time, has a TTL, time from the holder's
@@ -321,9 +324,7 @@ class LiveSet:
                 self.corrections += corrections
             return Reconciled(corrections, mark.valid and unbroken)
 
-    def _reconcile_chunk(
-        self, locks: Iterable[tuple[bytes, float, bool, bool]], in_pass: set[bytes]
-    ) -> int:
+    def _reconcile_chunk(self, locks: Iterable[PassLock], in_pass: set[bytes]) -> int:
         corrections = 0
         touched = self.touched or set()
         held, no_ttl = self.held, self.no_ttl

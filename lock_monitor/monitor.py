@@ -15,6 +15,8 @@ import structlog
 
 from lock_monitor.config import RedisSettings, ScanSettings
 from lock_monitor.connection import Target, connect
+from lock_monitor.events import Events
+from lock_monitor.liveset import PassLock
 from lock_monitor.locks import LockTracker
 from lock_monitor.passes import NodeStatus, PassFailed, PassResult, describe_error, read_pass
 from lock_monitor.schedule import backoff_delay, paced_delay
@@ -58,6 +60,7 @@ class Monitor:
     scan: ScanSettings
     connector: Callable[[RedisSettings], Target] = connect
     log: Any = field(default_factory=lambda: structlog.get_logger("lock_monitor"))
+    events: Events | None = None  # the keyspace-event subscribers, when --events is not off
 
     def __post_init__(self) -> None:
         self.state = MonitorState(delay_seconds=self.scan.interval)
@@ -69,11 +72,15 @@ class Monitor:
         self._thread = threading.Thread(target=self._loop, name="pass-loop", daemon=True)
 
     def start(self) -> None:
+        if self.events is not None:
+            self.events.start()
         self._thread.start()
 
     def stop(self, timeout: float = 1.0) -> None:
         self._stop.set()
         self._thread.join(timeout)
+        if self.events is not None:
+            self.events.stop(timeout)
 
     def is_alive(self) -> bool:
         return self._thread.is_alive() and not self._stop.is_set()
@@ -86,21 +93,29 @@ class Monitor:
     def step(self) -> float:
         """One pass with its bookkeeping; returns how long to wait before the next.
 
-        Readers return results and only this method publishes them. The pass reader is the
-        one source today; a keyspace-event subscriber would be the second, beside it: its
-        thread hands what it saw to the loop, which folds it into the state here.
+        Readers return results and only this method publishes them. The keyspace events,
+        when followed, keep their own live set between passes; a complete pass is folded
+        into it here (a pass is the truth: it corrects whatever the events missed).
         """
+        events = self.events
+        mark = events.begin_pass() if events is not None else None
+        held: list[PassLock] | None = [] if events is not None else None
         try:
             if self._target is None:
                 self._target = self.connector(self.redis)
-            result = read_pass(self._target, self.scan, self._tracker, self._stuck)
+            result = read_pass(self._target, self.scan, self._tracker, self._stuck, held=held)
         except PassFailed as failed:
             self._drop_target()
             self._on_failure(str(failed), failed.nodes)
         except Exception as exc:  # connecting (a cluster reads its topology then) failed
             self._on_failure(describe_error(exc, self.redis), self.state.nodes)
         else:
+            if events is not None and mark is not None and held is not None:
+                events.reconcile(mark, held)
             self._on_success(result)
+            return self.state.delay_seconds
+        if events is not None:
+            events.pass_failed()
         return self.state.delay_seconds
 
     def _drop_target(self) -> None:

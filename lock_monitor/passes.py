@@ -16,6 +16,7 @@ from redis.exceptions import AskError, ClusterCrossSlotError, ClusterDownError, 
 
 from lock_monitor.config import RedisSettings, ScanSettings
 from lock_monitor.connection import Target, describe_tls_error
+from lock_monitor.liveset import PassLock
 from lock_monitor.locks import LockTracker
 from lock_monitor.scanner import read_locks
 from lock_monitor.snapshot import OLDEST_SHOWN, Snapshot, SnapshotBuilder
@@ -69,12 +70,14 @@ def read_pass(
     tracker: LockTracker,
     previously_stuck: Mapping[bytes, float],
     keep_oldest: int | None = OLDEST_SHOWN,
+    held: list[PassLock] | None = None,
 ) -> PassResult:
     """Read every node of `target` once; return what the pass saw, or raise `PassFailed`.
 
     Every node is tried even after one fails, so the failure names all that are down. A
     failed pass leaves `tracker` as it was: a partial pass must not make locks look released.
-    `keep_oldest=None` keeps every lock in the snapshot, not only the oldest few.
+    `keep_oldest=None` keeps every lock in the snapshot, not only the oldest few. `held`, when
+    given, receives every lock in the form the live set reconciles with.
     """
     started = time.monotonic()
     settings = target.settings
@@ -90,6 +93,11 @@ def read_pass(
                 for raw in read_locks(client, scan.pattern, scan.count, seen, cluster=cluster):
                     lock = tracker.classify(raw)
                     builder.add(lock)
+                    if held is not None:
+                        stamped = lock.age_source == "value"
+                        held.append(
+                            (raw.key, raw.now - lock.age_seconds, raw.pttl_ms >= 0, stamped)
+                        )
                     if lock.stuck:
                         stuck.add(raw.key, lock, previously_stuck)
             except Exception as exc:  # any node failing fails the pass, after trying all

@@ -12,6 +12,7 @@ import html
 from collections.abc import Sequence
 from typing import Any
 
+from lock_monitor.events import EventsView
 from lock_monitor.locks import Lock
 from lock_monitor.monitor import MonitorState
 
@@ -25,9 +26,11 @@ def status_document(
     now: float,
     locks: Sequence[Lock] | None = None,
     one_pass: bool = False,
+    events: EventsView | None = None,
 ) -> dict[str, Any]:
     """The document (its schema is in the docs): `locks` defaults to the snapshot's oldest;
-    `one_pass` is for `lock-monitor locks`, which has no next pass to wait for."""
+    `one_pass` is for `lock-monitor locks`, which has no next pass to wait for; `events` is
+    the keyspace events' view (None: not followed)."""
     snapshot = state.snapshot
     if locks is None:
         locks = () if snapshot is None else snapshot.oldest
@@ -51,12 +54,72 @@ def status_document(
         "next_pass_delay_seconds": None if one_pass else round(state.delay_seconds, 3),
         "pacing_active": state.paced,
         "locks": [lock._asdict() for lock in locks],
+        "events": None if events is None else events_document(events),
     }
+
+
+def events_document(view: EventsView) -> dict[str, Any]:
+    """The keyspace events: their state, the live counts, the counters since start."""
+    status, counters = view.status, view.counters
+    return {
+        "mode": status.mode,
+        "state": status.state,
+        "reason": status.reason,
+        "up": status.up,
+        "nodes": [{"node": name, "state": state} for name, state in status.nodes],
+        "live": None
+        if view.counts is None
+        else {
+            "active": view.counts.active,
+            "stuck": view.counts.stuck,
+            "without_ttl": view.counts.without_ttl,
+            "oldest_age_seconds": round(view.counts.oldest_age_seconds, 3),
+        },
+        "counters": None
+        if not status.ever_live
+        else {
+            "acquisitions": counters.acquisitions,
+            "renewals": counters.renewals,
+            **counters.releases,
+            "received": counters.received,
+            "reconnects": status.reconnects,
+            "corrections": counters.corrections,
+        },
+        "recent_ends": [
+            {
+                "key": end.key,
+                "outcome": end.outcome,
+                "hold_seconds": None if end.hold_seconds is None else round(end.hold_seconds, 3),
+                "ended_at": round(end.ended_at, 3),
+            }
+            for end in reversed(counters.recent)
+        ],
+    }
+
+
+def events_summary(events: dict[str, Any]) -> str:
+    """One line for people: the state, and the counters since start."""
+    line = f"events {events['state']}"
+    if events["reason"]:
+        line += f" ({events['reason']})"
+    counters = events["counters"]
+    if counters:
+        line += (
+            f"; since start {counters['acquisitions']} acquired, {counters['released']} released, "
+            f"{counters['expired']} expired, {counters['evicted']} evicted, "
+            f"{counters['renewals']} renewed"
+        )
+    return line
 
 
 def seconds(value: float | None) -> str:
     """An age or a TTL for people: tenths of a second; a missing TTL is `NO_TTL`."""
     return NO_TTL if value is None else f"{value:.1f}s"
+
+
+def held_for(value: float | None) -> str:
+    """How long a lock that ended was held; unknown when its acquisition was not seen."""
+    return "unknown" if value is None else f"{value:.3f}s"
 
 
 def lock_table(document: dict[str, Any]) -> str:
@@ -84,7 +147,16 @@ def lock_table(document: dict[str, Any]) -> str:
         f"{last['active']} active, {last['stuck']} stuck, {last['without_ttl']} without TTL "
         f"({document['target']})"
     )
-    return "\n".join([*rows, summary])
+    events = document.get("events")
+    ends = (
+        []
+        if not events
+        else [
+            f"{end['outcome']}: {end['key']} (held {held_for(end['hold_seconds'])})"
+            for end in events["recent_ends"]
+        ]
+    )
+    return "\n".join([*rows, summary, *([events_summary(events)] if events else []), *ends])
 
 
 def status_page(document: dict[str, Any]) -> str:
@@ -113,6 +185,7 @@ def status_page(document: dict[str, Any]) -> str:
     )
     if nodes:
         nodes = f"<p>Read in the last pass ({esc(document['mode'])}):</p><ul>{nodes}</ul>"
+    events = events_section(document.get("events"))
     pacing = (
         f"<p>Pacing: passes are long, so the wait is stretched to "
         f"{document['next_pass_delay_seconds']:.1f}s to bound the load on Redis.</p>"
@@ -125,7 +198,7 @@ def status_page(document: dict[str, Any]) -> str:
 </head><body>
 <h1>lock-monitor</h1>
 <p>Target: {esc(document["target"])} ({esc(document["mode"])}), Redis {health}</p>
-{error}{nodes}{summary}{pacing}
+{error}{nodes}{summary}{pacing}{events}
 <h2>Oldest locks</h2>
 <table><tr><th>Key</th><th>Age</th><th>TTL</th><th>Stuck</th><th>Holder value</th></tr>
 {rows}</table>
@@ -133,3 +206,29 @@ def status_page(document: dict[str, Any]) -> str:
 · <a href="/readyz">/readyz</a></p>
 </body></html>
 """
+
+
+def events_section(events: dict[str, Any] | None) -> str:
+    """The page's keyspace-events part: state and counters, the locks that ended badly."""
+    if events is None:
+        return ""
+    esc = html.escape
+    ends = "".join(
+        f"<tr><td>{esc(end['key'])}</td><td>{esc(end['outcome'])}</td>"
+        f"<td>{held_for(end['hold_seconds'])}</td></tr>"
+        for end in events["recent_ends"]
+    )
+    table = (
+        "<p>Last evicted or expired locks:</p><table><tr><th>Key</th><th>Outcome</th>"
+        f"<th>Held</th></tr>{ends}</table>"
+        if ends
+        else ""
+    )
+    live = events["live"]
+    counts = (
+        f"<p>Live: <b>{live['active']}</b> active, <b>{live['stuck']}</b> stuck, "
+        f"<b>{live['without_ttl']}</b> without TTL.</p>"
+        if live
+        else ""
+    )
+    return f"<h2>Keyspace events</h2><p>{esc(events_summary(events))}</p>{counts}{table}"

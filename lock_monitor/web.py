@@ -29,6 +29,7 @@ from prometheus_client.exposition import (
 )
 from prometheus_client.registry import CollectorRegistry
 
+from lock_monitor.events import EventsView
 from lock_monitor.monitor import MonitorState
 from lock_monitor.views import status_document, status_page
 
@@ -66,9 +67,11 @@ class App:
         target: str,
         mode: str,
         interval: float,
+        events: Callable[[], EventsView] | None = None,
     ) -> None:
         self.state, self.alive, self.target, self.mode = state, alive, target, mode
         self.interval = interval
+        self.events = events
         self.metrics_app = make_wsgi_app(registry)
         self.routes: dict[str, Callable[[float], Response]] = {
             "/": self.status_page,
@@ -97,13 +100,16 @@ class App:
             return HTTPStatus.SERVICE_UNAVAILABLE, reason + "\n", TEXT
         return HTTPStatus.OK, "ready\n", TEXT
 
+    def document(self, now: float) -> dict[str, Any]:
+        events = self.events() if self.events is not None else None
+        return status_document(self.state(), self.target, self.mode, now, events=events)
+
     def locks(self, now: float) -> Response:
-        document = status_document(self.state(), self.target, self.mode, now)
+        document = self.document(now)
         return HTTPStatus.OK, json.dumps(document, indent=2) + "\n", "application/json"
 
     def status_page(self, now: float) -> Response:
-        document = status_document(self.state(), self.target, self.mode, now)
-        return HTTPStatus.OK, status_page(document), "text/html; charset=utf-8"
+        return HTTPStatus.OK, status_page(self.document(now)), "text/html; charset=utf-8"
 
 
 def _reply(

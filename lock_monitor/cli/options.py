@@ -294,4 +294,5 @@ def scan_settings(params: dict[str, Any]) -> ScanSettings:
         stuck_threshold=params["stuck_threshold"],
         interval=params.get("interval", ScanSettings.interval),
         max_redis_load=params.get("max_redis_load", ScanSettings.max_redis_load),
+        events=params.get("events", ScanSettings.events),
     )

@@ -19,8 +19,10 @@ from lock_monitor.cli.options import (
     scan_options,
     scan_settings,
 )
-from lock_monitor.config import ScanSettings, ServerSettings
+from lock_monitor.config import RedisSettings, ScanSettings, ServerSettings
+from lock_monitor.connection import connect
 from lock_monitor.daemon import serve, stop_on_signals
+from lock_monitor.events import RECOMMENDED_SETTING, startup_problem
 
 MODE_EXAMPLES = """\b
 Examples, one per mode:
@@ -42,6 +44,14 @@ Examples, one per mode:
     default=0.05,
     help="Largest share of Redis' time the passes may take; long passes stretch the wait.",
 )
+@option(
+    "--events",
+    type=click.Choice(["auto", "on", "off"]),
+    default=ScanSettings.events,
+    help="Follow the lock keys' keyspace events between passes (Redis must publish "
+    f"{RECOMMENDED_SETTING}): auto uses them when the server publishes them; on also refuses "
+    "to start when it does not; off: passes only.",
+)
 @option("--listen-address", default="0.0.0.0", help="Address to serve HTTP on.")
 @port_option
 @log_options
@@ -50,10 +60,25 @@ def run(**params: Any) -> None:
     logs.configure(params["log_level"].lower(), params["log_format"])
     log = structlog.get_logger("lock_monitor")
     stop = stop_on_signals(log)
+    redis = redis_settings(params)
+    if params["events"] == "on":
+        require_events(redis)
     serve(
-        redis_settings(params),
+        redis,
         scan_settings(params),
         ServerSettings(params["listen_address"], params["port"]),
         log,
         stop,
     )
+
+
+class EventsNotPublished(click.ClickException):
+    """`--events on` against a server that says it will not publish them: a setup error."""
+
+    exit_code = 2
+
+
+def require_events(redis: RedisSettings) -> None:
+    problem = startup_problem(redis, connect)
+    if problem is not None:
+        raise EventsNotPublished(f"--events on: {redis.scrub(problem)}")

@@ -68,8 +68,9 @@ def test_locks_endpoint_and_locks_json_share_one_schema(monkeypatch: pytest.Monk
     assert shape(served) == shape(command)
     assert set(served) == {
         "target", "mode", "redis_up", "last_error", "nodes", "pass",
-        "next_pass_delay_seconds", "pacing_active", "locks",
+        "next_pass_delay_seconds", "pacing_active", "locks", "events",
     }  # fmt: skip
+    assert served["events"] is command["events"] is None  # not followed: --events off, one pass
     assert served["pass"] == command["pass"] | {"seconds_ago": served["pass"]["seconds_ago"]}
     assert served["locks"] == command["locks"]
     assert command["locks"][0] == {
