@@ -158,7 +158,7 @@ class Subscriber:
         flags = _config_flags(self.client)
         if flags is not None and missing_classes(flags):
             raise NotPublished(_not_published_reason(self.name, flags))
-        self.verified = flags is not None
+        self.verified = self.verified or flags is not None  # else: once an event arrives
 
     def _confirm(self, pubsub: redis.client.PubSub) -> None:
         """Wait for Redis to confirm the PSUBSCRIBE; an ACL refusal raises NoPermissionError."""
@@ -276,6 +276,7 @@ class Events:
         self._ever_live = False
         self._inferred: str | None = None  # why the traffic says the server does not publish
         self._reconnects = 0
+        self.on_subscribed: Callable[[], None] = lambda: None  # every node is subscribed anew
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._supervise, name="events", daemon=True)
@@ -439,6 +440,8 @@ class Events:
                 self._reconnects += sum(1 for session in sessions if session not in self._sessions)
             self._sessions = sessions
             self.live.subscriptions_changed(all_up)
+            if all_up:
+                self.on_subscribed()
         states = {s.state for s in subscribers}
         reason: str | None = None
         if "refused" in states:
@@ -458,7 +461,8 @@ class Events:
             reason = self._topology_error or next(
                 (s.reason for s in subscribers if s.state == "down"), None
             )
-        self.live.set_verified(state == "live")
+        # Whether the server publishes does not change when a subscriber is briefly away.
+        self.live.set_verified(bool(subscribers) and all(s.verified for s in subscribers))
         if state == "live":
             self._ever_live = True
         if (state, reason) != (self._state, self._reason):

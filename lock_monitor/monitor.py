@@ -7,6 +7,7 @@ Reading is `passes.read_pass`, when to run next is `schedule`, which locks to lo
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -68,8 +69,12 @@ class Monitor:
         self._target: Target | None = None
         self._stuck: dict[bytes, float] = {}  # raw key -> age, of the locks stuck last pass
         self._failures = 0
+        self._min_wait = 0.0  # the shortest wait pacing allows after the last pass
         self._stop = threading.Event()
+        self._soon = threading.Event()  # a pass is wanted early (events just subscribed)
         self._thread = threading.Thread(target=self._loop, name="pass-loop", daemon=True)
+        if self.events is not None:
+            self.events.on_subscribed = self._soon.set
 
     def start(self) -> None:
         if self.events is not None:
@@ -78,6 +83,7 @@ class Monitor:
 
     def stop(self, timeout: float = 1.0) -> None:
         self._stop.set()
+        self._soon.set()
         self._thread.join(timeout)
         if self.events is not None:
             self.events.stop(timeout)
@@ -88,7 +94,12 @@ class Monitor:
     def _loop(self) -> None:
         while not self._stop.is_set():
             delay = self.step()
-            self._stop.wait(delay)
+            waited_from = time.monotonic()
+            if self._soon.wait(delay):
+                # Events were (re)subscribed: only a pass that starts now can make the live
+                # set current, so it comes as soon as the pacing allows, not an interval later.
+                self._soon.clear()
+                self._stop.wait(self._min_wait - (time.monotonic() - waited_from))
 
     def step(self) -> float:
         """One pass with its bookkeeping; returns how long to wait before the next.
@@ -138,9 +149,9 @@ class Monitor:
         self._failures = 0
         log_stuck_changes(self.log, result.stuck, self._stuck)
         self._stuck = result.stuck.ages
-        delay = paced_delay(
-            result.snapshot.duration_seconds, self.scan.interval, self.scan.max_redis_load
-        )
+        duration = result.snapshot.duration_seconds
+        delay = paced_delay(duration, self.scan.interval, self.scan.max_redis_load)
+        self._min_wait = paced_delay(duration, 0.0, self.scan.max_redis_load)
         self.state = replace(
             previous,
             redis_up=True,
@@ -160,12 +171,13 @@ class Monitor:
         elif message != previous.last_error:
             self.log.warning("redis_still_unavailable", error=message)
         self._failures += 1
+        self._min_wait = backoff_delay(self._failures, self.scan.interval)
         self.state = replace(
             previous,
             redis_up=False,
             last_error=message,
             scans_error=previous.scans_error + 1,
-            delay_seconds=backoff_delay(self._failures, self.scan.interval),
+            delay_seconds=self._min_wait,
             paced=False,
             nodes=nodes,
         )

@@ -31,6 +31,8 @@ from prometheus_client.samples import Sample
 from lock_monitor.demo import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
+# What lock-monitor needs Redis to publish for its keyspace events (docs/events.md).
+NOTIFY = ("--notify-keyspace-events", "Kg$xeh")
 T = TypeVar("T")
 
 
