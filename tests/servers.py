@@ -388,6 +388,7 @@ class ClusterServers:
             "--cluster-config-file", "nodes.conf",
             "--cluster-node-timeout", str(node_timeout_ms),
             "--repl-diskless-sync-delay", "0",  # replicas in sync at once, ready to take over
+            *NOTIFY,
         )  # fmt: skip
         self.servers = [
             RedisServer(workdir / f"node{i}", cluster_port(), *options)
@@ -491,6 +492,7 @@ class SentinelSet:
             password,
             "--repl-diskless-sync-delay",
             "0",
+            *NOTIFY,
         )
         self.primary = RedisServer(workdir / "primary", None, *auth)
         self.replica = RedisServer(workdir / "replica", None, *auth)
