@@ -13,6 +13,8 @@ from click.testing import CliRunner
 
 from lock_monitor.cli import cli
 from lock_monitor.config import RedisSettings, ScanSettings
+from lock_monitor.events import EventsStatus, EventsView
+from lock_monitor.liveset import OUTCOMES, EventCounters, HoldHistogram, LiveCounts, RecentEnd
 from lock_monitor.locks import Lock
 from lock_monitor.metrics import build_registry
 from lock_monitor.monitor import MonitorState
@@ -143,3 +145,44 @@ def test_status_page_says_when_pacing_stretches_the_wait() -> None:
     assert "38.0s" in page
     calm = MonitorState(redis_up=True, snapshot=SNAPSHOT, delay_seconds=5.0)
     assert "Pacing" not in status_page(status_document(calm, TARGET, "standalone", NOW))
+
+
+def test_events_in_the_document_the_table_and_the_page() -> None:
+    hold = HoldHistogram(buckets=(0,) * 18, total=0.0)
+    counters = EventCounters(
+        acquisitions=12,
+        renewals=3,
+        releases={"released": 7, "expired": 2, "evicted": 1},
+        received=40,
+        corrections=1,
+        hold=dict.fromkeys(OUTCOMES, hold),
+        recent=(
+            RecentEnd("lock:appointment:old", "expired", 30.2, NOW - 5),
+            RecentEnd("lock:appointment:<i>", "evicted", None, NOW - 1),
+        ),
+    )
+    status = EventsStatus("auto", "live", None, (("redis:6379", "up"),), True, reconnects=1)
+    view = EventsView(status, LiveCounts(4, 1, 0, 31.5), counters)
+    state = MonitorState(redis_up=True, snapshot=SNAPSHOT, nodes=NODES)
+    document = status_document(state, TARGET, "standalone", NOW, events=view)
+    events = document["events"]
+    assert events["up"] is True
+    assert events["live"] == {"active": 4, "stuck": 1, "without_ttl": 0, "oldest_age_seconds": 31.5}
+    assert events["counters"] == {
+        "acquisitions": 12, "renewals": 3, "released": 7, "expired": 2, "evicted": 1,
+        "received": 40, "reconnects": 1, "corrections": 1,
+    }  # fmt: skip
+    assert [end["key"] for end in events["recent_ends"]] == [
+        "lock:appointment:<i>",  # newest first
+        "lock:appointment:old",
+    ]
+    assert events["recent_ends"][0]["hold_seconds"] is None
+    json.dumps(document)  # all of it is JSON
+
+    table = lock_table(document)
+    assert "events live; since start 12 acquired, 7 released, 2 expired, 1 evicted" in table
+    assert "evicted: lock:appointment:<i> (held unknown)" in table
+    page = status_page(document)
+    assert "lock:appointment:&lt;i&gt;" in page
+    assert "<i>" not in page
+    assert "<b>4</b> active, <b>1</b> stuck" in page
