@@ -17,7 +17,7 @@ from lock_monitor import logs
 from lock_monitor.cli.options import EXISTING_FILE, F, option, redis_options, redis_settings
 
 if TYPE_CHECKING:
-    from lock_monitor.backup import Written
+    from lock_monitor.backup.files import Written
 
 
 def backup_options(keep_days: int) -> Callable[[F], F]:
@@ -55,7 +55,7 @@ def backup() -> None:
 @backup_options(keep_days=7)
 def backup_redis_command(dest: Path, keep_days: int, **params: Any) -> None:
     """Fetch Redis' RDB as a replica does (no SAVE): DEST/redis-backup-<UTC stamp>.rdb."""
-    from lock_monitor.backup_redis import backup_redis
+    from lock_monitor.backup.redis_rdb import backup_redis
     from lock_monitor.connection import connect
 
     target = connect(redis_settings(params))
@@ -71,7 +71,7 @@ def backup_redis_command(dest: Path, keep_days: int, **params: Any) -> None:
 @backup_options(keep_days=14)
 def backup_sqlite_command(db: str, dest: Path, keep_days: int) -> None:
     """Copy the database online, check and gzip it: DEST/db-backup-<UTC stamp>.db.gz."""
-    from lock_monitor.backup_sqlite import backup_sqlite
+    from lock_monitor.backup.sqlite import backup_sqlite
 
     _report("sqlite_backup_written", backup_sqlite(Path(db), dest, keep_days))
 
@@ -113,7 +113,7 @@ def _byte_size(ctx: click.Context, param: click.Parameter, value: str | None) ->
 )
 def restore_sqlite_command(backup_file: str, db: str, max_size: int | None) -> None:
     """Check BACKUP_FILE (.db.gz) and put it in place of --db, keeping the old file."""
-    from lock_monitor.backup_sqlite import restore_sqlite
+    from lock_monitor.backup.sqlite import restore_sqlite
 
     written, previous = restore_sqlite(Path(backup_file), Path(db), max_size)
     _report("sqlite_restored", written, source=backup_file, previous=str(previous or ""))

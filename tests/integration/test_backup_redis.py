@@ -15,7 +15,7 @@ from redis.backoff import NoBackoff
 from redis.crc import key_slot
 from redis.retry import Retry
 
-from lock_monitor.backup_redis import CLUSTER_NAME, RdbCheck
+from lock_monitor.backup.redis_rdb import CLUSTER_NAME, RdbCheck
 from tests.servers import (
     ClusterServers,
     RedisServer,

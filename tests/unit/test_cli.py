@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from lock_monitor import __version__
-from lock_monitor.backup_sqlite import MAX_SIZE_FACTOR, MIN_MAX_SIZE
+from lock_monitor.backup.sqlite import MAX_SIZE_FACTOR, MIN_MAX_SIZE
 from lock_monitor.cli import main
 
 

@@ -14,8 +14,8 @@ from typing import ClassVar
 
 import pytest
 
-from lock_monitor.backup import BackupError
-from lock_monitor.backup_redis import backup_redis, crc64
+from lock_monitor.backup.files import BackupError
+from lock_monitor.backup.redis_rdb import backup_redis, crc64
 from lock_monitor.config import RedisSettings
 from lock_monitor.connection import connect
 

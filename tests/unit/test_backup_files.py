@@ -12,8 +12,8 @@ from types import SimpleNamespace
 import pytest
 from redis.cluster import ClusterNode, RedisCluster
 
-from lock_monitor.backup import BackupError, atomic_file, prune, remove_stale_temps
-from lock_monitor.backup_redis import (
+from lock_monitor.backup.files import BackupError, atomic_file, prune, remove_stale_temps
+from lock_monitor.backup.redis_rdb import (
     CLUSTER_NAME,
     RdbCheck,
     crc64,
@@ -22,7 +22,7 @@ from lock_monitor.backup_redis import (
     series_name,
     slot_ranges,
 )
-from lock_monitor.backup_sqlite import NAME_PATTERN, default_max_size
+from lock_monitor.backup.sqlite import NAME_PATTERN, default_max_size
 
 
 def rdb(body: bytes = b"\xfe\x00\xfb\x01\x00\x00\x01k\x01v", checksum: int | None = None) -> bytes:

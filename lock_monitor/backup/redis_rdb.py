@@ -19,7 +19,7 @@ from typing import Any
 import redis
 from redis.cluster import RedisCluster
 
-from lock_monitor.backup import (
+from lock_monitor.backup.files import (
     CHUNK,
     STAMP,
     BackupError,

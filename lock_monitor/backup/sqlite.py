@@ -25,7 +25,7 @@ from contextlib import closing
 from datetime import UTC, datetime
 from pathlib import Path
 
-from lock_monitor.backup import (
+from lock_monitor.backup.files import (
     CHUNK,
     STAMP,
     BackupError,
