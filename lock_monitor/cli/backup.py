@@ -17,7 +17,7 @@ from lock_monitor import logs
 from lock_monitor.cli.options import EXISTING_FILE, F, option, redis_options, redis_settings
 
 if TYPE_CHECKING:
-    from lock_monitor.backup.files import Written
+    from lock_monitor.backup.files import BackupResult
 
 
 def backup_options(keep_days: int) -> Callable[[F], F]:
@@ -40,8 +40,8 @@ def backup_options(keep_days: int) -> Callable[[F], F]:
     return decorate
 
 
-def _report(event: str, written: Written, **extra: object) -> None:
-    structlog.get_logger("lock_monitor").info(event, **written.fields(), **extra)
+def _report(event: str, result: BackupResult, **extra: object) -> None:
+    structlog.get_logger("lock_monitor").info(event, **result.log_fields(), **extra)
 
 
 @click.group()
@@ -60,8 +60,8 @@ def backup_redis_command(dest: Path, keep_days: int, **params: Any) -> None:
 
     target = connect(redis_settings(params))
     try:
-        for written in backup_redis(target, dest, keep_days):
-            _report("redis_backup_written", written)
+        for result in backup_redis(target, dest, keep_days):
+            _report("redis_backup_written", result)
     finally:
         target.close()
 
@@ -107,7 +107,7 @@ def _byte_size(ctx: click.Context, param: click.Parameter, value: str | None) ->
     "--max-size",
     callback=_byte_size,
     metavar="SIZE",
-    # The default is backup_sqlite.default_max_size (not imported here: `run` never loads it).
+    # The default is backup.sqlite.default_max_size (not imported here: `run` never loads it).
     help="Refuse a backup that decompresses to more than this (bytes, or with a K/M/G/T "
     "suffix). Default: 10 times the size of --db, at least 1G.",
 )
@@ -115,5 +115,5 @@ def restore_sqlite_command(backup_file: str, db: str, max_size: int | None) -> N
     """Check BACKUP_FILE (.db.gz) and put it in place of --db, keeping the old file."""
     from lock_monitor.backup.sqlite import restore_sqlite
 
-    written, previous = restore_sqlite(Path(backup_file), Path(db), max_size)
-    _report("sqlite_restored", written, source=backup_file, previous=str(previous or ""))
+    result, previous = restore_sqlite(Path(backup_file), Path(db), max_size)
+    _report("sqlite_restored", result, source=backup_file, previous=str(previous or ""))
