@@ -1,10 +1,11 @@
 """What every backup shares: stamped names, atomic writes, and retention by the stamp in the name.
 
 A backup file appears under its final name only once it is complete, synced and checked: it is
-written to a hidden temp file in the same directory, fsynced, renamed, and the directory fsynced.
-Any failure removes the temp file, so a crash or a full disk never leaves a half-written backup
-that retention could later mistake for a good one. A run killed outright cannot remove its temp
-file: the next run writing the same name does, recognising a dead run's temp file by its lock.
+written to a hidden temp file in the same directory, fsynced, moved into place, and the
+directory fsynced. Any failure removes the temp file, so a crash or a full disk never leaves a
+half-written backup that retention could later mistake for a good one. A run killed outright
+cannot remove its temp file: the next run writing the same name does, recognising a dead run's
+temp file by its lock.
 """
 
 from __future__ import annotations

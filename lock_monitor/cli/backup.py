@@ -40,7 +40,7 @@ def backup_options(keep_days: int) -> Callable[[F], F]:
     return decorate
 
 
-def _report(event: str, result: BackupResult, **extra: object) -> None:
+def _log_success(event: str, result: BackupResult, **extra: object) -> None:
     structlog.get_logger("lock_monitor").info(event, **result.log_fields(), **extra)
 
 
@@ -61,7 +61,7 @@ def backup_redis_command(dest: Path, keep_days: int, **params: Any) -> None:
     target = connect(redis_settings(params))
     try:
         for result in backup_redis(target, dest, keep_days):
-            _report("redis_backup_written", result)
+            _log_success("redis_backup_written", result)
     finally:
         target.close()
 
@@ -73,7 +73,7 @@ def backup_sqlite_command(db: str, dest: Path, keep_days: int) -> None:
     """Copy the database online, check and gzip it: DEST/db-backup-<UTC stamp>.db.gz."""
     from lock_monitor.backup.sqlite import backup_sqlite
 
-    _report("sqlite_backup_written", backup_sqlite(Path(db), dest, keep_days))
+    _log_success("sqlite_backup_written", backup_sqlite(Path(db), dest, keep_days))
 
 
 @click.group()
@@ -116,4 +116,4 @@ def restore_sqlite_command(backup_file: str, db: str, max_size: int | None) -> N
     from lock_monitor.backup.sqlite import restore_sqlite
 
     result, previous = restore_sqlite(Path(backup_file), Path(db), max_size)
-    _report("sqlite_restored", result, source=backup_file, previous=str(previous or ""))
+    _log_success("sqlite_restored", result, source=backup_file, previous=str(previous or ""))

@@ -10,7 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from lock_monitor.backup.files import BackupError, atomic_file, prune, remove_stale_temps
+from lock_monitor.backup.files import (
+    BackupError,
+    atomic_file,
+    prune,
+    remove_stale_temps,
+    scratch_path,
+)
 from lock_monitor.backup.sqlite import NAME_PATTERN
 
 NOW = datetime(2026, 3, 20, 2, 30, tzinfo=UTC)
@@ -151,3 +157,11 @@ def test_full_disk_names_the_file_and_leaves_nothing(tmp_path: Path) -> None:
         disk_fills_up()
     assert str(caught.value) == f"cannot write {final}: No space left on device"
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("opens", [atomic_file, lambda path: scratch_path(path.parent, ".db")])
+def test_a_directory_that_cannot_be_written_is_named(tmp_path: Path, opens) -> None:
+    missing = tmp_path / "missing"
+    with pytest.raises(BackupError) as caught, opens(missing / "backup.bin"):
+        pass
+    assert str(caught.value) == f"cannot write in {missing}: No such file or directory"
