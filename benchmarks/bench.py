@@ -27,7 +27,7 @@ import redis
 from prometheus_client.parser import text_string_to_metric_families
 
 from lock_monitor.config import RedisSettings, ScanSettings
-from lock_monitor.demo import RedisProcess, find_redis_server, free_port
+from lock_monitor.demo.redis_server import RedisProcess, find_redis_server, free_port
 from lock_monitor.monitor import Monitor
 
 ROOT = Path(__file__).resolve().parent.parent

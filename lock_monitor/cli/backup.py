@@ -13,7 +13,13 @@ import click
 import structlog
 
 from lock_monitor import logs
-from lock_monitor.cli.options import EXISTING_FILE, F, option, redis_options, redis_settings
+from lock_monitor.cli.options import F, option, redis_options, redis_settings
+from lock_monitor.cli.validation import EXISTING_FILE
+from lock_monitor.config import (
+    DEFAULT_BACKUP_DIR,
+    DEFAULT_REDIS_BACKUP_KEEP_DAYS,
+    DEFAULT_SQLITE_BACKUP_KEEP_DAYS,
+)
 
 if TYPE_CHECKING:
     from lock_monitor.backup import Written
@@ -32,7 +38,7 @@ def backup_options(keep_days: int) -> Callable[[F], F]:
         return option(
             "--dest",
             type=click.Path(file_okay=False, exists=True, writable=True, path_type=Path),
-            default="/backup",
+            default=DEFAULT_BACKUP_DIR,
             help="Directory that keeps the backups.",
         )(command)
 
@@ -51,7 +57,7 @@ def backup() -> None:
 
 @backup.command("redis")
 @redis_options
-@backup_options(keep_days=7)
+@backup_options(keep_days=DEFAULT_REDIS_BACKUP_KEEP_DAYS)
 def backup_redis_command(dest: Path, keep_days: int, **params: Any) -> None:
     """Fetch Redis' RDB as a replica does (no SAVE): DEST/redis-backup-<UTC stamp>.rdb."""
     from lock_monitor.backup_redis import backup_redis
@@ -67,7 +73,7 @@ def backup_redis_command(dest: Path, keep_days: int, **params: Any) -> None:
 
 @backup.command("sqlite")
 @option("--db", type=EXISTING_FILE, required=True, help="The SQLite database to back up.")
-@backup_options(keep_days=14)
+@backup_options(keep_days=DEFAULT_SQLITE_BACKUP_KEEP_DAYS)
 def backup_sqlite_command(db: str, dest: Path, keep_days: int) -> None:
     """Copy the database online, check and gzip it: DEST/db-backup-<UTC stamp>.db.gz."""
     from lock_monitor.backup_sqlite import backup_sqlite

@@ -14,8 +14,6 @@ import pytest
 
 from tests.servers import cli_error, cli_record, run_monitor, wait_for
 
-pytestmark = pytest.mark.integration
-
 Rows = list[tuple[int, str, bytes]]
 
 

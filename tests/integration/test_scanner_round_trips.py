@@ -11,7 +11,6 @@ import redis
 from lock_monitor.scanner import read_locks
 from tests.servers import redis_server
 
-pytestmark = pytest.mark.integration
 PATTERN = "lock:appointment:*"
 
 
