@@ -3,13 +3,16 @@
 A backup file appears under its final name only once it is complete, synced and checked: it is
 written to a hidden temp file in the same directory, fsynced, renamed, and the directory fsynced.
 Any failure removes the temp file, so a crash or a full disk never leaves a half-written backup
-that retention could later mistake for a good one.
+that retention could later mistake for a good one. A run killed outright cannot remove its temp
+file: the next run writing the same name does, recognising a dead run's temp file by its lock.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
+import stat
 import tempfile
 from collections.abc import Collection, Iterator
 from contextlib import contextmanager, suppress
@@ -83,27 +86,86 @@ class Output:
 def atomic_file(final: Path, *, replace: bool = False) -> Iterator[Output]:
     """Yield a temp file beside `final`; when the block ends without error, sync it into place.
 
-    Without `replace`, an existing `final` is an error rather than silently overwritten.
+    Without `replace`, an existing `final` is an error rather than silently overwritten: the
+    file is linked into place, which fails if the name exists by then, so of concurrent runs
+    writing the same name exactly one wins. The temp file stays locked while it exists, so
+    that `remove_stale_temps` of another run never takes it for a dead run's.
     """
     if final.exists() and not replace:
         raise BackupError(f"{final} already exists")
-    try:
-        fd, name = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp")
-    except OSError as exc:
-        raise BackupError(f"cannot write in {final.parent}: {exc.strerror or exc}") from None
-    temp = Path(name)
-    try:
-        with os.fdopen(fd, "wb") as file:
+    remove_stale_temps(final)
+    fd, temp = _locked_temp(final)
+    with os.fdopen(fd, "wb") as file:
+        try:
             output = Output(file, temp, final)
             yield output
             output.flush()
+            try:
+                if replace:
+                    os.replace(temp, final)
+                else:
+                    os.link(temp, final)
+                    temp.unlink()
+                fsync_dir(final.parent)
+            except FileExistsError:
+                raise BackupError(f"{final} already exists") from None
+            except OSError as exc:
+                raise BackupError(f"cannot write {final}: {exc.strerror or exc}") from None
+        finally:
+            temp.unlink(missing_ok=True)  # before the lock goes with the file
+
+
+def _locked_temp(final: Path) -> tuple[int, Path]:
+    """A new temp file beside `final`, created and then locked for as long as it is open."""
+    while True:
         try:
-            os.replace(temp, final)
-            fsync_dir(final.parent)
+            fd, name = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp")
         except OSError as exc:
-            raise BackupError(f"cannot write {final}: {exc.strerror or exc}") from None
-    finally:
-        temp.unlink(missing_ok=True)
+            raise BackupError(f"cannot write in {final.parent}: {exc.strerror or exc}") from None
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        if _still_named(fd, Path(name)):
+            return fd, Path(name)
+        os.close(fd)  # another run's cleanup removed it before it was locked: make another
+
+
+def _still_named(fd: int, path: Path) -> bool:
+    try:
+        return os.path.samestat(os.fstat(fd), path.lstat())
+    except FileNotFoundError:
+        return False
+
+
+def remove_stale_temps(final: Path) -> None:
+    """Delete the temp files that runs killed while writing `final` left beside it.
+
+    Only names of this module's temp-file pattern for `final` are considered, and only regular
+    files that no running write holds locked. A directory that cannot be read or written is
+    left for the write itself to report.
+    """
+    pattern = re.compile(rf"\.{re.escape(final.name)}\.[a-z0-9_]{{8}}\.tmp")  # mkstemp's names
+    try:
+        with os.scandir(final.parent) as entries:
+            names = [entry.name for entry in entries if pattern.fullmatch(entry.name)]
+    except OSError:
+        return
+    for name in names:
+        path = final.parent / name
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except OSError:
+            continue  # gone meanwhile, a symlink, or not ours to open
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue  # a run in progress
+            if _still_named(fd, path):
+                with suppress(OSError):
+                    path.unlink()
+        finally:
+            os.close(fd)
 
 
 @contextmanager

@@ -3,14 +3,17 @@
 The copy is made with SQLite's online backup API in one step: it reads one consistent
 snapshot while the backend keeps writing (in WAL mode writers are not blocked at all; in
 rollback-journal mode they wait for the copy, up to their busy timeout). The copy must pass
-`PRAGMA integrity_check` before it is compressed, and the compressed file must decompress to
-exactly the copy before it gets its final name.
+`PRAGMA integrity_check` and hold at least one table before it is compressed, and the
+compressed file must decompress to exactly the copy before it gets its final name. A restore
+applies the same checks before the database is replaced, after checking the SQLite header on
+the first decompressed bytes and never decompressing more than a size limit.
 """
 
 from __future__ import annotations
 
 import gzip
 import hashlib
+import itertools
 import os
 import re
 import sqlite3
@@ -32,9 +35,11 @@ from lock_monitor.backup import (
     scratch_path,
     utc_stamp,
 )
+from lock_monitor.config import RESTORE_MAX_SIZE_FACTOR, RESTORE_MIN_MAX_SIZE
 
 NAME_PATTERN = re.compile(rf"db-backup-{STAMP}\.db\.gz")
 BUSY_TIMEOUT = 30.0  # seconds to wait for the backend's write transaction to finish
+SQLITE_HEADER = b"SQLite format 3\x00"
 
 
 def _online_copy(db: Path, copy: Path) -> None:
@@ -48,10 +53,14 @@ def _online_copy(db: Path, copy: Path) -> None:
 
 
 def check_integrity(path: Path, label: str) -> None:
-    """`PRAGMA integrity_check` must answer exactly `ok`."""
+    """`PRAGMA integrity_check` must answer exactly `ok`, and there must be a table: SQLite
+    finds an empty file perfectly sound, and an empty backup would replace a database with
+    nothing."""
     try:
         with closing(sqlite3.connect(path)) as conn:
             rows = conn.execute("PRAGMA integrity_check").fetchall()
+            tables = conn.execute("SELECT count(*) FROM sqlite_master WHERE type = 'table'")
+            (table_count,) = tables.fetchone()
     except sqlite3.Error as exc:
         raise BackupError(f"{label} is not a sound SQLite database: {exc}") from None
     if rows != [("ok",)]:
@@ -61,6 +70,8 @@ def check_integrity(path: Path, label: str) -> None:
         raise BackupError(
             f"{label} fails integrity_check: {problems[0]} ({len(problems)} problems)"
         )
+    if not table_count:
+        raise BackupError(f"{label} is an empty SQLite database (no tables)")
 
 
 def gunzip_chunks(path: Path) -> Iterator[bytes]:
@@ -106,15 +117,30 @@ def backup_sqlite(db: Path, dest: Path, keep_days: int) -> Written:
     return Written(final, final.stat().st_size, time.monotonic() - started, deleted)
 
 
-def restore_sqlite(backup: Path, db: Path) -> tuple[Written, Path | None]:
+def default_max_size(db: Path) -> int:
+    """How much a restore over `db` may decompress when no limit is given."""
+    try:
+        size = db.stat().st_size
+    except OSError:
+        size = 0
+    return max(RESTORE_MAX_SIZE_FACTOR * size, RESTORE_MIN_MAX_SIZE)
+
+
+def restore_sqlite(
+    backup: Path, db: Path, max_size: int | None = None
+) -> tuple[Written, Path | None]:
     """Replace `db` with the checked content of `backup`; keep the old file beside it.
 
     Returns what was written and where the replaced database was kept (None if there was
     none). The database's writers must be stopped: a file replaced under an open connection
     would keep receiving its writes, and a leftover -wal or hot -journal would be replayed
-    into the restored file, so their presence is refused.
+    into the restored file, so their presence is refused. A backup decompressing to more than
+    `max_size` bytes (default: `default_max_size`) is refused before more is written. The
+    restored file gets the replaced one's permissions, and as root its owner and group too,
+    so the backend can still open it.
     """
     started = time.monotonic()
+    limit = default_max_size(db) if max_size is None else max_size
     for side in ("-wal", "-journal"):
         leftover = Path(f"{db}{side}")
         if leftover.exists() and leftover.stat().st_size > 0:
@@ -122,15 +148,30 @@ def restore_sqlite(backup: Path, db: Path) -> tuple[Written, Path | None]:
                 f"{leftover} exists: the database is in use or was not closed cleanly; "
                 "stop its writers (and let SQLite recover it) before restoring"
             )
+    chunks = gunzip_chunks(backup)
+    first = next(chunks, b"")
+    if not first:
+        raise BackupError(f"{backup} is empty: there is no database in it")
+    if not first.startswith(SQLITE_HEADER):
+        raise BackupError(f"{backup} is not a sound SQLite database: no SQLite header")
     previous = Path(f"{db}.pre-restore-{utc_stamp(datetime.now(UTC))}") if db.exists() else None
     with atomic_file(db, replace=True) as output:
-        for chunk in gunzip_chunks(backup):
+        for chunk in itertools.chain([first], chunks):
+            if output.size + len(chunk) > limit:
+                raise BackupError(
+                    f"{backup} decompresses to more than {limit} bytes, the --max-size limit"
+                )
             output.write(chunk)
         output.flush()
         check_integrity(output.path, str(backup))
         if previous is not None:
-            # The restored file gets the old one's permissions, so its owner can still open it.
-            os.chmod(output.path, stat.S_IMODE(db.stat().st_mode))
+            old = db.stat()
+            try:
+                os.chmod(output.path, stat.S_IMODE(old.st_mode))
+                if os.geteuid() == 0:
+                    os.chown(output.path, old.st_uid, old.st_gid)
+            except OSError as exc:
+                raise BackupError(f"cannot give {db}'s owner and mode: {exc.strerror}") from None
             try:
                 os.link(db, previous)  # the old bytes under a second name: instant, no copy
             except OSError as exc:

@@ -49,6 +49,11 @@ DEMO_LISTEN_ADDRESS = "127.0.0.1"
 DEFAULT_BACKUP_DIR = "/backup"
 DEFAULT_REDIS_BACKUP_KEEP_DAYS = 7
 DEFAULT_SQLITE_BACKUP_KEEP_DAYS = 14
+# By default a restore decompresses at most this many times the size of the database it
+# replaces, and at least RESTORE_MIN_MAX_SIZE bytes: room for any real growth, a bound on a
+# gzip bomb.
+RESTORE_MAX_SIZE_FACTOR = 10
+RESTORE_MIN_MAX_SIZE = 1 << 30
 
 
 def url_without_secrets(url: str) -> str:

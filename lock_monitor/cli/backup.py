@@ -5,6 +5,7 @@ The backup code is imported inside each command: `run` never loads it.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,6 +20,8 @@ from lock_monitor.config import (
     DEFAULT_BACKUP_DIR,
     DEFAULT_REDIS_BACKUP_KEEP_DAYS,
     DEFAULT_SQLITE_BACKUP_KEEP_DAYS,
+    RESTORE_MAX_SIZE_FACTOR,
+    RESTORE_MIN_MAX_SIZE,
 )
 
 if TYPE_CHECKING:
@@ -87,6 +90,19 @@ def restore() -> None:
     logs.configure("info", "json")
 
 
+SIZE_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def _byte_size(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
+    """A number of bytes, optionally with a K, M, G or T suffix (powers of 1024)."""
+    if value is None:
+        return None
+    match = re.fullmatch(r"(\d+)([KMGT]?)", value.strip().upper())
+    if not match or int(match[1]) == 0:
+        raise click.BadParameter(f"{value!r} is not a size in bytes, such as 5000000, 800M or 20G")
+    return int(match[1]) * SIZE_UNITS[match[2]]
+
+
 @restore.command("sqlite")
 @click.argument("backup_file", type=EXISTING_FILE)
 @option(
@@ -95,9 +111,17 @@ def restore() -> None:
     required=True,
     help="The database to replace (its writers must be stopped).",
 )
-def restore_sqlite_command(backup_file: str, db: str) -> None:
+@option(
+    "--max-size",
+    callback=_byte_size,
+    metavar="SIZE",
+    help="Refuse a backup that decompresses to more than this (bytes, or with a K/M/G/T "
+    f"suffix). Default: {RESTORE_MAX_SIZE_FACTOR} times the size of --db, at least "
+    f"{RESTORE_MIN_MAX_SIZE >> 30}G.",
+)
+def restore_sqlite_command(backup_file: str, db: str, max_size: int | None) -> None:
     """Check BACKUP_FILE (.db.gz) and put it in place of --db, keeping the old file."""
     from lock_monitor.backup_sqlite import restore_sqlite
 
-    written, previous = restore_sqlite(Path(backup_file), Path(db))
+    written, previous = restore_sqlite(Path(backup_file), Path(db), max_size)
     _report("sqlite_restored", written, source=backup_file, previous=str(previous or ""))

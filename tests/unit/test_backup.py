@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
 from datetime import UTC, datetime
 from pathlib import Path
@@ -11,7 +12,7 @@ from types import SimpleNamespace
 import pytest
 from redis.cluster import ClusterNode, RedisCluster
 
-from lock_monitor.backup import BackupError, atomic_file, prune
+from lock_monitor.backup import BackupError, atomic_file, prune, remove_stale_temps
 from lock_monitor.backup_redis import (
     CLUSTER_NAME,
     RdbCheck,
@@ -21,7 +22,7 @@ from lock_monitor.backup_redis import (
     series_name,
     slot_ranges,
 )
-from lock_monitor.backup_sqlite import NAME_PATTERN
+from lock_monitor.backup_sqlite import NAME_PATTERN, default_max_size
 
 
 def rdb(body: bytes = b"\xfe\x00\xfb\x01\x00\x00\x01k\x01v", checksum: int | None = None) -> bytes:
@@ -132,6 +133,74 @@ def test_atomic_file_appears_complete_or_not_at_all(tmp_path: Path) -> None:
     with pytest.raises(BackupError, match="already exists"), atomic_file(final):
         pass
     assert final.read_bytes() == b"whole"
+
+
+def test_atomic_file_never_overwrites_a_file_that_appeared_meanwhile(tmp_path: Path) -> None:
+    """Two runs writing one name: the one finishing second fails instead of overwriting."""
+    final = tmp_path / "backup.bin"
+
+    def another_run_finishes_first() -> None:
+        with atomic_file(final) as output:
+            output.write(b"second")
+            final.write_bytes(b"first")  # a concurrent run, after the check at the start
+
+    with pytest.raises(BackupError) as caught:
+        another_run_finishes_first()
+    assert str(caught.value) == f"{final} already exists"
+    assert final.read_bytes() == b"first"
+    assert list(tmp_path.iterdir()) == [final]
+
+
+def test_temp_files_of_dead_runs_are_removed_and_nothing_else(tmp_path: Path) -> None:
+    final = tmp_path / "database.db"
+    stale = tmp_path / ".database.db.k2_x9q0a.tmp"  # mkstemp's naming; its run was killed
+    stale.write_bytes(b"half a restore")
+    running = tmp_path / ".database.db.abcdefgh.tmp"  # a run in progress holds its lock
+    running.write_bytes(b"being written")
+    outside = tmp_path / "elsewhere"
+    outside.write_bytes(b"not ours")
+    others = [
+        ".database.db.tmp",
+        ".database.db.abc.tmp",
+        ".database.db.ABCDEFGH.tmp",
+        ".other.db.abcdefgh.tmp",
+        "database.db.abcdefgh.tmp",
+        ".database.db.abcdefgh.tmp.bak",
+    ]
+    for name in others:
+        (tmp_path / name).write_bytes(b"x")
+    (tmp_path / ".database.db.linkxxxx.tmp").symlink_to(outside)
+    (tmp_path / ".database.db.dirxxxxx.tmp").mkdir()
+
+    with running.open("rb") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        with atomic_file(final, replace=True) as output:
+            output.write(b"restored")
+            remove_stale_temps(final)  # what a concurrent run does first
+            assert output.path.exists()  # this run's temp is locked, hence never taken for stale
+
+    assert final.read_bytes() == b"restored"
+    assert not stale.exists()
+    assert running.read_bytes() == b"being written"
+    assert outside.read_bytes() == b"not ours"
+    assert {p.name for p in tmp_path.iterdir()} == {
+        "database.db",
+        running.name,
+        "elsewhere",
+        ".database.db.linkxxxx.tmp",
+        ".database.db.dirxxxxx.tmp",
+        *others,
+    }
+
+
+def test_restore_limit_defaults_to_ten_times_the_database_at_least_1g(tmp_path: Path) -> None:
+    db = tmp_path / "database.db"
+    assert default_max_size(db) == 1 << 30  # no database yet
+    db.write_bytes(b"x" * 4096)
+    assert default_max_size(db) == 1 << 30
+    with db.open("r+b") as file:
+        file.truncate(300 << 20)  # sparse: the size without the disk space
+    assert default_max_size(db) == 3000 << 20
 
 
 class FullDisk:

@@ -48,6 +48,10 @@ BAD_INPUTS = [
     (["run", "--redis-url", "redis://h/0?socket_timeout=600"], "options in the URL"),
     (["locks", "--redis-password", "hunter2"], "REDIS_PASSWORD"),
     (["locks", "--sentinel-password", "hunter2"], "LOCK_MONITOR_SENTINEL_PASSWORD"),
+    *(
+        (["restore", "sqlite", "/dev/null", "--db", "x.db", "--max-size", size], "--max-size")
+        for size in ("0", "-5", "1.5G", "10X", "G", "")
+    ),
     (["run", "--listen-address", "localhost:http"], "--listen-address"),
     (["run", "--listen-address", "127.0.0.1:9150", "--port", "9151"], "port is given twice"),
 ]
