@@ -36,14 +36,11 @@ from lock_monitor.backup.files import (
     scratch_path,
     utc_stamp,
 )
+from lock_monitor.config import RESTORE_MAX_SIZE_FACTOR, RESTORE_MIN_MAX_SIZE
 
 NAME_PATTERN = re.compile(rf"db-backup-{STAMP_PATTERN}\.db\.gz")
 BUSY_TIMEOUT = 30.0  # seconds to wait for the backend's write transaction to finish
 SQLITE_HEADER = b"SQLite format 3\x00"
-# By default a restore decompresses at most this many times the size of the database it
-# replaces, and at least MIN_MAX_SIZE bytes: room for any real growth, a bound on a gzip bomb.
-MAX_SIZE_FACTOR = 10
-MIN_MAX_SIZE = 1 << 30
 
 
 def _online_copy(db: Path, copy: Path) -> None:
@@ -127,7 +124,7 @@ def default_max_size(db: Path) -> int:
         size = db.stat().st_size
     except OSError:
         size = 0
-    return max(MAX_SIZE_FACTOR * size, MIN_MAX_SIZE)
+    return max(RESTORE_MAX_SIZE_FACTOR * size, RESTORE_MIN_MAX_SIZE)
 
 
 def restore_sqlite(

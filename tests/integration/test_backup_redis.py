@@ -33,8 +33,6 @@ from tests.servers import (
     wait_for,
 )
 
-pytestmark = pytest.mark.integration
-
 # Fork-and-stream at once (the production default waits 5 s for more replicas to join).
 DISKLESS = ("--repl-diskless-sync", "yes", "--repl-diskless-sync-delay", "0")
 DISK = ("--repl-diskless-sync", "no")

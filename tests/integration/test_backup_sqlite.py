@@ -30,8 +30,6 @@ from tests.servers import (
     wait_for,
 )
 
-pytestmark = pytest.mark.integration
-
 Rows = list[tuple[int, str, bytes]]
 
 
@@ -365,7 +363,7 @@ def test_restore_stops_decompressing_at_max_size(tmp_path: Path) -> None:
 def test_restore_limit_defaults_to_a_multiple_of_the_database(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("lock_monitor.backup.sqlite.MIN_MAX_SIZE", 1 << 20)  # a cheap bomb
+    monkeypatch.setattr("lock_monitor.backup.sqlite.RESTORE_MIN_MAX_SIZE", 1 << 20)  # a cheap bomb
     live = tmp_path / "live.db"
     make_db(live, 500)  # over 100 KiB: ten times that is over the 1 MiB floor
     limit = 10 * live.stat().st_size
