@@ -17,7 +17,7 @@ lint: $(STAMP)
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy
 
-# Not part of `make test`: about two minutes against 1,000,000 keys (see README, Performance).
+# Not part of `make test`: about two minutes against 1,000,000 keys (see docs/performance.md).
 bench: $(STAMP)
 	$(PY) benchmarks/bench.py
 

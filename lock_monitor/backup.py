@@ -18,12 +18,14 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import BinaryIO
 
+from lock_monitor.errors import OperatorError
+
 STAMP_FORMAT = "%Y%m%dT%H%M%SZ"
 STAMP = r"(?P<stamp>\d{8}T\d{6}Z)"
 CHUNK = 1 << 20
 
 
-class BackupError(Exception):
+class BackupError(OperatorError):
     """A backup or restore that failed; the message is one line for the operator."""
 
 

@@ -23,13 +23,15 @@ from typing import Any
 
 import redis
 
+from lock_monitor.errors import OperatorError
+
 KEY_PREFIX = "lock:appointment:"
 LOCK_TTL_MS = 30_000  # the backend's PX 30000
 START_TIMEOUT = 10.0  # seconds for redis-server to answer PING
 STOP_TIMEOUT = 1.0  # seconds for redis-server to exit on SIGTERM before it is killed
 
 
-class DemoError(Exception):
+class DemoError(OperatorError):
     """The demo cannot start; the message says what to do."""
 
 

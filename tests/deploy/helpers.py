@@ -1,4 +1,4 @@
-"""Shared pieces of the deployment tests: promtool, PromQL metric names, the README's tables."""
+"""Shared pieces of the deployment tests: promtool, PromQL metric names, the documented metrics."""
 
 from __future__ import annotations
 
@@ -10,12 +10,12 @@ from typing import Any
 
 import yaml
 
+from tests.markdown import ALERTS_DOC, section
 from tests.servers import ROOT, monitor_command, monitor_env, require_binary
 
 DEPLOY = ROOT / "deploy"
 ALERTS = DEPLOY / "prometheus" / "alerts.yml"
 DASHBOARD = DEPLOY / "grafana" / "dashboards" / "appointment-performance.json"
-README = ROOT / "README.md"
 
 _KEYWORDS = {"and", "or", "unless", "bool", "offset", "inf", "nan"}
 _HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
@@ -57,26 +57,18 @@ def metric_names(expr: str) -> set[str]:
     return names
 
 
-def readme_section(title: str) -> str:
-    """The text of a `## title` section of the README."""
-    text = README.read_text()
-    match = re.search(rf"^## {re.escape(title)}\n(.*?)(?=^## |\Z)", text, re.S | re.M)
-    assert match, f"README.md has no section '## {title}'"
-    return match.group(1)
-
-
-def readme_metrics() -> dict[str, str]:
-    """Metric name -> exporter, from the README's table of metrics the rules rely on."""
+def documented_metrics() -> dict[str, str]:
+    """Metric name -> exporter, from docs/alerts.md's table of metrics the rules rely on."""
     rows = re.findall(
         r"^\|\s*`([\w:]+)`\s*\|[^|\n]*\|\s*([^|\n]+?)\s*\|",
-        readme_section("Metrics the alerts and dashboard rely on"),
+        section(ALERTS_DOC, "Metrics the alerts and dashboard rely on"),
         re.M,
     )
     return dict(rows)
 
 
 def documented(name: str, table: dict[str, str]) -> bool:
-    """Whether the README lists `name`, or the histogram it is a series of."""
+    """Whether the table lists `name`, or the histogram it is a series of."""
     if name in table:
         return True
     return any(name.endswith(s) and name.removesuffix(s) in table for s in _HISTOGRAM_SUFFIXES)

@@ -12,14 +12,14 @@ import pytest
 from tests.deploy.helpers import (
     ALERTS,
     DEPLOY,
-    README,
     alert_rules,
     documented,
+    documented_metrics,
     load_yaml,
     metric_names,
     promtool,
-    readme_metrics,
 )
+from tests.markdown import ALERTS_DOC, anchors, headings, section
 from tests.servers import ROOT
 
 # name -> (threshold as written at the end of the expression, for, severity); from the guide,
@@ -66,14 +66,16 @@ def test_exactly_the_guides_alerts_with_its_thresholds() -> None:
 
 
 def test_every_alert_is_annotated_and_has_a_runbook_section() -> None:
-    headings = {h.lower() for h in re.findall(r"^### (\w+)$", README.read_text(), re.M)}
+    runbooks = {title for level, title in headings(section(ALERTS_DOC, "Runbooks")) if level == 3}
     for rule in alert_rules():
         annotations = rule["annotations"]
         assert annotations["summary"]
         assert annotations["description"]
-        anchor = annotations["runbook_url"].rpartition("#")[2]
+        page, _, anchor = annotations["runbook_url"].rpartition("#")
+        assert page.endswith("/docs/alerts.md"), annotations["runbook_url"]
         assert anchor == rule["alert"].lower()
-        assert anchor in headings, f"README.md has no '### {rule['alert']}' runbook"
+        assert rule["alert"] in runbooks, f"docs/alerts.md has no '### {rule['alert']}' runbook"
+        assert anchor in anchors(ALERTS_DOC)
 
 
 def test_every_alert_fires_in_a_test_and_is_silent_just_before() -> None:
@@ -106,6 +108,6 @@ def test_prometheus_rule_is_generated_from_the_rules_file() -> None:
 
 @pytest.mark.parametrize("rule", alert_rules(), ids=lambda rule: rule["alert"])
 def test_alert_metrics_are_documented(rule: dict[str, str]) -> None:
-    table = readme_metrics()
+    table = documented_metrics()
     missing = {m for m in metric_names(rule["expr"]) if not documented(m, table)}
-    assert not missing, f"not in README's metrics table: {missing}"
+    assert not missing, f"not in docs/alerts.md's metrics table: {missing}"

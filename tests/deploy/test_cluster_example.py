@@ -6,7 +6,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from lock_monitor.cli import cli, redis_settings
+from lock_monitor.cli import cli
+from lock_monitor.cli.options import redis_settings
 from tests.servers import ROOT
 
 EXAMPLE = ROOT / "deploy" / "examples" / "cluster-deployment.yaml"

@@ -14,9 +14,9 @@ from tests.deploy.helpers import (
     DASHBOARD,
     DEPLOY,
     documented,
+    documented_metrics,
     metric_names,
     promtool,
-    readme_metrics,
 )
 
 # Panel title -> threshold step values (after the base step), from the guide's
@@ -80,12 +80,12 @@ def test_every_query_parses(dashboard: dict[str, Any], tmp_path: Path) -> None:
 
 
 def test_every_query_uses_only_documented_metrics(dashboard: dict[str, Any]) -> None:
-    table = readme_metrics()
+    table = documented_metrics()
     for title, expr in targets(dashboard):
         names = metric_names(GRAFANA_VARIABLES.sub("5m", expr))
         assert names, f"{title}: no metric found in {expr}"
         missing = {m for m in names if not documented(m, table)}
-        assert not missing, f"{title}: not in README's metrics table: {missing}"
+        assert not missing, f"{title}: not in docs/alerts.md's metrics table: {missing}"
 
 
 def test_provisioning_loads_the_dashboards_directory() -> None:

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.markdown import CONFIGURATION_DOC, section
 from tests.servers import (
-    ROOT,
     MonitorProcess,
     RedisServer,
     mixed_locks,
@@ -164,11 +164,13 @@ def test_wrong_password_never_leaks(tmp_path: Path) -> None:
     assert starting["redis"]["password"] == "<set>"  # type: ignore[index]
 
 
-def test_password_from_a_file_and_the_minimal_acl_user_of_the_readme(
+def test_password_from_a_file_and_the_documented_minimal_acl_user(
     redis_srv: RedisServer, tmp_path: Path
 ) -> None:
-    readme = (ROOT / "README.md").read_text()
-    acl_line = next(line for line in readme.splitlines() if line.startswith("ACL SETUSER lockmon"))
+    documented = section(CONFIGURATION_DOC, "A minimal Redis user")
+    [acl_line] = [
+        line for line in documented.splitlines() if line.startswith("ACL SETUSER lockmon")
+    ]
     command = acl_line.replace(">CHANGE-ME", ">mon-pw-1234").split()
     admin = redis_srv.client()
     admin.execute_command(*command)

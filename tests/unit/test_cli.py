@@ -148,7 +148,7 @@ def test_help_lists_every_option_with_its_env_var(
 
 
 def test_redis_url_defaults_to_the_guides_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    from lock_monitor.cli import _default_redis_url
+    from lock_monitor.cli.options import _default_redis_url
 
     assert _default_redis_url() == "redis://localhost:6379/0"
     monkeypatch.setenv("REDIS_HOST", "redis")

@@ -1,0 +1,75 @@
+"""The long-running process: the pass loop and the HTTP server, until a signal stops them."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import Callable
+from dataclasses import asdict
+from typing import Any
+
+from lock_monitor import __version__
+from lock_monitor.config import RedisSettings, ScanSettings, ServerSettings
+from lock_monitor.errors import OperatorError
+from lock_monitor.metrics import build_registry
+from lock_monitor.monitor import Monitor
+from lock_monitor.web import App, HttpServer
+
+
+def stop_on_signals(log: Any) -> threading.Event:
+    """An event that SIGTERM and SIGINT set.
+
+    As PID 1 in a container there is no default action for SIGTERM: handle it.
+    """
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: object) -> None:
+        log.info("stopping", signal=signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    return stop
+
+
+def serve(
+    redis: RedisSettings,
+    scan: ScanSettings,
+    server_settings: ServerSettings,
+    log: Any,
+    stop: threading.Event,
+    on_serving: Callable[[int], None] = lambda port: None,
+) -> None:
+    """Run the pass loop and the HTTP server until `stop` is set; `on_serving` gets the port."""
+    log.info(
+        "starting",
+        version=__version__,
+        redis=redis.redacted(),
+        scan=asdict(scan),
+        http=asdict(server_settings),
+    )
+    if redis.tls_insecure:
+        log.warning("tls_verification_disabled", target=redis.target())
+
+    monitor = Monitor(redis, scan, log=log)
+    registry = build_registry(lambda: monitor.state, redis.mode)
+    app = App(
+        lambda: monitor.state, monitor.is_alive, registry, redis.target(), redis.mode, scan.interval
+    )
+    try:
+        server = HttpServer(app, server_settings.listen_address, server_settings.port)
+    except OSError as exc:
+        raise OperatorError(
+            f"cannot listen on {server_settings.listen_address}:{server_settings.port}: "
+            f"{exc.strerror or exc}"
+        ) from None
+
+    monitor.start()
+    server.start()
+    log.info("serving", address=server_settings.listen_address, port=server.port)
+    on_serving(server.port)
+    while not stop.wait(0.5):
+        pass
+    server.stop()
+    monitor.stop()
+    log.info("stopped")
