@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import importlib.util
 import re
 import subprocess
 from functools import cache
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import yaml
@@ -33,6 +35,19 @@ def promtool(*args: str) -> str:
     output = result.stdout + result.stderr
     assert result.returncode == 0, f"promtool {' '.join(args)} failed:\n{output}"
     return output
+
+
+@cache
+def rule_generator() -> ModuleType:
+    """deploy/render_prometheus_rule.py as a module: its selectors and render functions."""
+    spec = importlib.util.spec_from_file_location(
+        "render_prometheus_rule", DEPLOY / "render_prometheus_rule.py"
+    )
+    assert spec
+    assert spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def alert_rules() -> list[dict[str, Any]]:
