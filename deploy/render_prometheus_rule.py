@@ -94,9 +94,8 @@ def render_prometheus_rule(rules: str) -> str:
         "kind": "PrometheusRule",
         "metadata": {
             "name": "lock-monitor-alerts",
-            # kube-prometheus-stack selects rules by its release label; adjust like the
-            # ServiceMonitors in servicemonitors.yaml.
-            "labels": {"app": "lock-monitor", "release": "prometheus"},
+            # The label a Prometheus selects rules by is set by deploy/k8s/components/prometheus.
+            "labels": {"app": "lock-monitor"},
         },
         "spec": {"groups": yaml.safe_load(rules)["groups"]},
     }

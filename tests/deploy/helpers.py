@@ -23,6 +23,18 @@ _KEYWORDS = {"and", "or", "unless", "bool", "offset", "inf", "nan"}
 _HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
 
 
+def kustomize(directory: Path) -> str:
+    """`kubectl kustomize` of a directory: the manifests as `kubectl apply -k` sends them."""
+    kubectl = require_binary("kubectl", also_in_venv=True)
+    return subprocess.run(
+        [kubectl, "kustomize", str(directory)],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    ).stdout
+
+
 def load_yaml(path: Path) -> Any:
     return yaml.safe_load(path.read_text())
 

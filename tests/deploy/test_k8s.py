@@ -7,7 +7,6 @@ these tests fail when a manifest drifts from it.
 from __future__ import annotations
 
 import json
-import subprocess
 import tomllib
 from typing import Any
 
@@ -15,10 +14,11 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from tests.deploy.helpers import unknown_monitor_env
-from tests.servers import ROOT, require_binary
+from tests.deploy.helpers import kustomize, unknown_monitor_env
+from tests.servers import ROOT
 
 K8S_VERSION = "1.30.0"
+K8S = ROOT / "deploy" / "k8s"
 CUSTOM_KINDS = {
     ("monitoring.coreos.com/v1", "ServiceMonitor"),
     ("monitoring.coreos.com/v1", "PrometheusRule"),
@@ -28,15 +28,7 @@ Resource = dict[str, Any]
 
 @pytest.fixture(scope="module")
 def rendered() -> list[Resource]:
-    kubectl = require_binary("kubectl", also_in_venv=True)
-    out = subprocess.run(
-        [kubectl, "kustomize", str(ROOT / "deploy" / "k8s")],
-        check=True,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    ).stdout
-    return [doc for doc in yaml.safe_load_all(out) if doc]
+    return [doc for doc in yaml.safe_load_all(kustomize(K8S)) if doc]
 
 
 def find(resources: list[Resource], kind: str, name: str) -> Resource:
@@ -194,6 +186,33 @@ def test_service_monitors(rendered: list[Resource], name: str) -> None:
     [endpoint] = sm["spec"]["endpoints"]
     assert endpoint["port"] == svc["spec"]["ports"][0]["name"]
     assert endpoint["path"] == "/metrics"
+
+
+def selector_label() -> tuple[str, str]:
+    """The label components/prometheus puts on every Prometheus Operator resource."""
+    component = yaml.safe_load(
+        (K8S / "components" / "prometheus" / "kustomization.yaml").read_text()
+    )
+    assert component["kind"] == "Component"
+    [patch] = [p for p in component["patches"] if p["target"] == {"group": "monitoring.coreos.com"}]
+    [operation] = yaml.safe_load(patch["patch"])
+    assert operation["op"] == "add"
+    assert operation["path"].startswith("/metadata/labels/")
+    return operation["path"].removeprefix("/metadata/labels/"), operation["value"]
+
+
+def test_one_component_sets_the_prometheus_selector_label(rendered: list[Resource]) -> None:
+    """A wrong label means no scraping and no rules: it is set in exactly one place."""
+    key, value = selector_label()
+    kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
+    assert "components/prometheus" in kustomization["components"]
+    operator_resources = [r for r in rendered if r["apiVersion"].startswith("monitoring.coreos")]
+    assert {r["kind"] for r in operator_resources} == {"ServiceMonitor", "PrometheusRule"}
+    for resource in operator_resources:
+        assert resource["metadata"]["labels"][key] == value
+    for source in ("servicemonitors.yaml", "prometheus-rule.yaml"):
+        for document in yaml.safe_load_all((K8S / source).read_text()):
+            assert key not in document["metadata"]["labels"], f"{source} sets {key} itself"
 
 
 def test_network_policy(rendered: list[Resource], pod: Resource) -> None:
