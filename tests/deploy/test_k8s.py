@@ -158,17 +158,11 @@ def test_services(
     assert (svc_port["port"], svc_port["targetPort"]) == (port, target)
     named_ports = {p["name"] for c in pod["spec"]["containers"] for p in c["ports"]}
     assert target in named_ports
-    annotations = svc["metadata"].get("annotations", {})
+    assert not svc["metadata"].get("annotations"), "scraped by the ServiceMonitors only"
     if scraped:
-        assert annotations == {
-            "prometheus.io/scrape": "true",
-            "prometheus.io/port": str(port),
-            "prometheus.io/path": "/metrics",
-        }
         assert svc["metadata"]["labels"]["app"] == name
         assert svc["spec"]["publishNotReadyAddresses"] is True, "scrape redis_up 0 while down"
-    else:
-        assert "prometheus.io/scrape" not in annotations
+        assert find(rendered, "ServiceMonitor", name)
     if name == "redis-headless":
         assert svc["spec"]["clusterIP"] == "None"
 
@@ -186,6 +180,38 @@ def test_service_monitors(rendered: list[Resource], name: str) -> None:
     [endpoint] = sm["spec"]["endpoints"]
     assert endpoint["port"] == svc["spec"]["ports"][0]["name"]
     assert endpoint["path"] == "/metrics"
+
+
+def test_scrape_annotations_only_in_their_overlay_without_the_operators_resources(
+    rendered: list[Resource],
+) -> None:
+    """Annotations beside ServiceMonitors get every target scraped twice, under two jobs."""
+    overlay = [
+        doc
+        for doc in yaml.safe_load_all(
+            kustomize(ROOT / "deploy" / "overlays" / "scrape-annotations")
+        )
+        if doc
+    ]
+    assert not [r for r in overlay if r["apiVersion"].startswith("monitoring.coreos.com")]
+    annotated = {
+        r["metadata"]["name"]: r["metadata"]["annotations"]
+        for r in overlay
+        if "prometheus.io/scrape" in r["metadata"].get("annotations", {})
+    }
+    assert set(annotated) == {"lock-monitor", "redis-exporter"}
+    for name, found in annotated.items():
+        [port] = find(overlay, "Service", name)["spec"]["ports"]
+        assert found == {
+            "prometheus.io/scrape": "true",
+            "prometheus.io/port": str(port["port"]),
+            "prometheus.io/path": "/metrics",
+        }
+    assert len(overlay) == len(rendered) - 3  # everything else, unchanged
+    for resource in rendered:
+        assert not any(
+            key.startswith("prometheus.io/") for key in resource["metadata"].get("annotations", {})
+        ), resource["metadata"]["name"]
 
 
 def selector_label() -> tuple[str, str]:
