@@ -16,6 +16,7 @@ from tests.markdown import ALERTS_DOC, section
 from tests.servers import ROOT, monitor_command, monitor_env, require_binary
 
 DEPLOY = ROOT / "deploy"
+K8S = DEPLOY / "k8s"
 ALERTS = DEPLOY / "prometheus" / "alerts.yml"
 DASHBOARD = DEPLOY / "grafana" / "dashboards" / "appointment-performance.json"
 
@@ -33,6 +34,37 @@ def kustomize(directory: Path) -> str:
         text=True,
         timeout=60,
     ).stdout
+
+
+Resource = dict[str, Any]
+
+
+def find(resources: list[Resource], kind: str, name: str) -> Resource:
+    matches = [r for r in resources if r["kind"] == kind and r["metadata"]["name"] == name]
+    assert len(matches) == 1, f"expected exactly one {kind}/{name}, found {len(matches)}"
+    return matches[0]
+
+
+def container(pod_spec: Resource, name: str) -> Resource:
+    matches = [c for c in pod_spec["containers"] if c["name"] == name]
+    assert matches, f"no container {name}"
+    return matches[0]
+
+
+def env_of(c: Resource) -> dict[str, Any]:
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in c.get("env", [])}
+
+
+def secret_ref(name: str = "redis-secret", key: str = "password") -> Resource:
+    return {"secretKeyRef": {"name": name, "key": key}}
+
+
+def quantity(text: str | int) -> float:
+    """A Kubernetes quantity (500m, 384Mi, 2Gi, 1) as a number of cores or bytes."""
+    suffixes = {"m": 1e-3, "k": 1e3, "M": 1e6, "G": 1e9, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30}
+    match = re.fullmatch(r"([0-9.]+)([A-Za-z]*)", str(text))
+    assert match, f"not a quantity: {text}"
+    return float(match.group(1)) * (suffixes[match.group(2)] if match.group(2) else 1)
 
 
 def load_yaml(path: Path) -> Any:

@@ -8,52 +8,28 @@ from __future__ import annotations
 
 import json
 import tomllib
-from typing import Any
 
 import kubernetes_validate
 import pytest
 import yaml
 
-from tests.deploy.helpers import kustomize, unknown_monitor_env
+from tests.deploy.helpers import (
+    K8S,
+    Resource,
+    container,
+    env_of,
+    find,
+    kustomize,
+    secret_ref,
+    unknown_monitor_env,
+)
 from tests.servers import ROOT
 
 K8S_VERSION = "1.30.0"
-K8S = ROOT / "deploy" / "k8s"
 CUSTOM_KINDS = {
     ("monitoring.coreos.com/v1", "ServiceMonitor"),
     ("monitoring.coreos.com/v1", "PrometheusRule"),
 }
-Resource = dict[str, Any]
-
-
-@pytest.fixture(scope="module")
-def rendered() -> list[Resource]:
-    return [doc for doc in yaml.safe_load_all(kustomize(K8S)) if doc]
-
-
-def find(resources: list[Resource], kind: str, name: str) -> Resource:
-    matches = [r for r in resources if r["kind"] == kind and r["metadata"]["name"] == name]
-    assert len(matches) == 1, f"expected exactly one {kind}/{name}, found {len(matches)}"
-    return matches[0]
-
-
-def container(pod_spec: Resource, name: str) -> Resource:
-    matches = [c for c in pod_spec["containers"] if c["name"] == name]
-    assert matches, f"no container {name}"
-    return matches[0]
-
-
-def env_of(c: Resource) -> dict[str, Any]:
-    return {e["name"]: e.get("value", e.get("valueFrom")) for e in c.get("env", [])}
-
-
-def secret_ref(name: str = "redis-secret", key: str = "password") -> Resource:
-    return {"secretKeyRef": {"name": name, "key": key}}
-
-
-@pytest.fixture(scope="module")
-def pod(rendered: list[Resource]) -> Resource:
-    return find(rendered, "StatefulSet", "redis")["spec"]["template"]
 
 
 def test_every_resource_validates_strictly(rendered: list[Resource]) -> None:
@@ -114,7 +90,8 @@ def test_lock_monitor_sidecar(pod: Resource) -> None:
     assert not unknown_monitor_env(env)
     assert c["ports"] == [{"name": "lock-monitor", "containerPort": 9150, "protocol": "TCP"}]
     assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "lock-monitor"}
-    assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "lock-monitor"}
+    # the pod's readiness is shared with Redis: a failing pass must not take Redis out
+    assert c["readinessProbe"]["httpGet"] == {"path": "/healthz", "port": "lock-monitor"}
     sc = c["securityContext"]
     assert sc["runAsNonRoot"] is True
     assert sc["readOnlyRootFilesystem"] is True
