@@ -87,14 +87,17 @@ def test_backup_volumes_are_10gi(resources: dict[Any, Resource], claim: str) -> 
     assert spec["accessModes"] == ["ReadWriteOnce"]
 
 
-def test_redis_backup_reaches_redis_with_the_secret(resources: dict[Any, Resource]) -> None:
+def test_redis_backup_reaches_redis_as_its_own_user(resources: dict[Any, Resource]) -> None:
     pod = resources[("CronJob", "redis-backup")]["spec"]["jobTemplate"]["spec"]["template"]
-    env = {var["name"]: var for var in pod["spec"]["containers"][0]["env"]}
-    assert env["LOCK_MONITOR_REDIS_URL"]["value"] == "redis://redis:6379/0"
-    assert env["REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"] == {
-        "name": "redis-secret",
-        "key": "password",
-    }
+    env = {var["name"]: var["value"] for var in pod["spec"]["containers"][0]["env"]}
+    assert env["LOCK_MONITOR_REDIS_URL"] == "redis://redis:6379/0"
+    assert env["LOCK_MONITOR_REDIS_USERNAME"] == "backup"
+    volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
+    mounts = {m["mountPath"]: m["name"] for m in pod["spec"]["containers"][0]["volumeMounts"]}
+    directory, _, name = env["LOCK_MONITOR_REDIS_PASSWORD_FILE"].rpartition("/")
+    secret = volumes[mounts[directory]]["secret"]
+    assert secret["secretName"] == "redis-acl"
+    assert secret["items"] == [{"key": "backup-password", "path": name}]
 
 
 def test_db_backup_mounts_the_backend_database(resources: dict[Any, Resource]) -> None:

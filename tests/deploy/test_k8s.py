@@ -65,8 +65,10 @@ def test_redis_statefulset_settings(rendered: list[Resource], pod: Resource) -> 
     assert settings["--maxmemory"] == "256mb"
     assert settings["--maxmemory-policy"] == "allkeys-lru"
     assert settings["--appendonly"] == "yes"
-    assert settings["--requirepass"] == "$(REDIS_PASSWORD)"
-    assert env_of(redis)["REDIS_PASSWORD"] == secret_ref()
+    # the users, the default (backend's) one included, come from the ACL file in redis-acl
+    assert "--requirepass" not in settings
+    assert settings["--aclfile"] == "/etc/redis-acl/users.acl"
+    assert env_of(redis)["REDIS_PASSWORD"] == secret_ref()  # the readiness probe's redis-cli
     assert {p["containerPort"] for p in redis["ports"]} == {6379}
     assert redis["livenessProbe"]
     assert redis["readinessProbe"]
@@ -85,7 +87,8 @@ def test_lock_monitor_sidecar(pod: Resource) -> None:
     assert tag == version, "the image tag in kustomization.yaml follows the project version"
     env = env_of(c)
     assert env["LOCK_MONITOR_REDIS_URL"].startswith("redis://localhost:6379")
-    assert env["REDIS_PASSWORD"] == secret_ref()
+    assert env["LOCK_MONITOR_REDIS_USERNAME"] == "lockmon"
+    assert env["LOCK_MONITOR_REDIS_PASSWORD_FILE"] == "/etc/lock-monitor/password"
     assert env["LOCK_MONITOR_LISTEN_ADDRESS"] == "0.0.0.0"
     assert not unknown_monitor_env(env)
     assert c["ports"] == [{"name": "lock-monitor", "containerPort": 9150, "protocol": "TCP"}]
@@ -109,7 +112,9 @@ def test_no_service_links_to_shadow_the_exporter_options(pod: Resource) -> None:
 def test_redis_exporter_sidecar(pod: Resource) -> None:
     c = container(pod["spec"], "redis-exporter")
     assert c["image"].startswith("oliver006/redis_exporter:")
-    assert env_of(c)["REDIS_PASSWORD"] == secret_ref()
+    assert env_of(c)["REDIS_USER"] == "exporter"
+    assert env_of(c)["REDIS_PASSWORD_FILE"] == "/etc/redis-exporter/passwords.json"
+    assert "REDIS_PASSWORD" not in env_of(c), "sent to any /scrape?target= a caller names"
     assert env_of(c)["REDIS_ADDR"] == "redis://localhost:6379"
     assert [p["containerPort"] for p in c["ports"]] == [9121]
     assert c["securityContext"]["readOnlyRootFilesystem"] is True
@@ -191,14 +196,24 @@ def test_scrape_annotations_only_in_their_overlay_without_the_operators_resource
         ), resource["metadata"]["name"]
 
 
-def selector_label() -> tuple[str, str]:
-    """The label components/prometheus puts on every Prometheus Operator resource."""
+def component_patch(target: Resource) -> list[Resource]:
+    """The JSON patch components/prometheus applies to `target`."""
     component = yaml.safe_load(
         (K8S / "components" / "prometheus" / "kustomization.yaml").read_text()
     )
     assert component["kind"] == "Component"
-    [patch] = [p for p in component["patches"] if p["target"] == {"group": "monitoring.coreos.com"}]
-    [operation] = yaml.safe_load(patch["patch"])
+    [patch] = [p for p in component["patches"] if p["target"] == target]
+    return list(yaml.safe_load(patch["patch"]))
+
+
+def monitoring_namespace() -> str:
+    [*_, operation] = component_patch({"kind": "NetworkPolicy", "name": "redis"})
+    return str(operation["value"]["matchLabels"]["kubernetes.io/metadata.name"])
+
+
+def selector_label() -> tuple[str, str]:
+    """The label components/prometheus puts on every Prometheus Operator resource."""
+    [operation] = component_patch({"group": "monitoring.coreos.com"})
     assert operation["op"] == "add"
     assert operation["path"].startswith("/metadata/labels/")
     return operation["path"].removeprefix("/metadata/labels/"), operation["value"]
@@ -231,12 +246,16 @@ def test_network_policy(rendered: list[Resource], pod: Resource) -> None:
         {"podSelector": {"matchLabels": {"app": "backend"}}},
         {"podSelector": {"matchLabels": {"app": "redis-backup"}}},  # the Redis backup CronJob
     ]
+    # Prometheus pods of the monitoring namespace only, which components/prometheus sets
+    namespace = {"kubernetes.io/metadata.name": monitoring_namespace()}
     prometheus = {
-        "namespaceSelector": {},
+        "namespaceSelector": {"matchLabels": namespace},
         "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}},
     }
     assert allowed[9150] == [prometheus]
     assert allowed[9121] == [prometheus]
+    source = yaml.safe_load((K8S / "networkpolicy.yaml").read_text())
+    assert "namespaceSelector" not in json.dumps(source), "set in one place: the component"
 
 
 def test_example_secret_is_marked_and_a_placeholder() -> None:

@@ -7,16 +7,12 @@ them, and start a real redis-server with the manifest's own arguments.
 from __future__ import annotations
 
 import re
-import subprocess
-from collections.abc import Iterator
-from pathlib import Path
 
-import pytest
-import redis
 import yaml
 
+from tests.deploy.conftest import ManifestRedis
 from tests.deploy.helpers import Resource, alert_rules, container, find, quantity
-from tests.servers import ROOT, free_port, require_binary, wait_for
+from tests.servers import ROOT
 
 # Measured (Redis 7.0, this version of lock-monitor): the daemon's peak RSS with 1,000,000 stuck
 # locks, and the CPU time of one pass over them (the issue measured 2.8 CPU-s at 400,000).
@@ -93,33 +89,9 @@ def test_the_sidecars_readiness_does_not_gate_redis(pod: Resource) -> None:
     assert standalone["readinessProbe"]["httpGet"]["path"] == "/readyz"
 
 
-@pytest.fixture
-def manifest_redis(pod: Resource, tmp_path: Path) -> Iterator[redis.Redis]:
-    """redis-server started with the manifest's command and arguments, on a loopback port."""
-    spec = container(pod["spec"], "redis")
-    port = free_port()
-    password = "manifest-test-pw"
-    replace = {"$(REDIS_PASSWORD)": password, "/data": str(tmp_path), "6379": str(port)}
-    args = [replace.get(arg, arg) for arg in spec["args"]]
-    binary = require_binary("redis-server", "LOCK_MONITOR_TEST_REDIS_SERVER")
-    assert spec["command"] == ["redis-server"]
-    process = subprocess.Popen(
-        [binary, *args, "--bind", "127.0.0.1", "--logfile", str(tmp_path / "redis.log")],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    client = redis.Redis(host="127.0.0.1", port=port, password=password, decode_responses=True)
-    try:
-        wait_for(client.ping, timeout=10, what="redis-server with the manifest's arguments")
-        yield client
-    finally:
-        process.kill()
-        process.wait(timeout=10)
-
-
-def test_redis_runs_with_aof_and_without_rdb_snapshots(manifest_redis: redis.Redis) -> None:
+def test_redis_runs_with_aof_and_without_rdb_snapshots(manifest_redis: ManifestRedis) -> None:
     """The default `save` schedule would fork a BGSAVE about every minute beside the AOF."""
-    config = manifest_redis.config_get("*")
+    config = manifest_redis.client().config_get("*")
     assert config["save"] == ""
     assert config["appendonly"] == "yes"
     assert config["maxmemory"] == str(256 * 2**20)

