@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from lock_monitor.cli import cli
+from tests.markdown import DOCS, section
 from tests.servers import ROOT
 
 MANIFEST = ROOT / "deploy" / "k8s" / "backup-cronjob.yaml"
@@ -106,8 +107,21 @@ def test_db_backup_mounts_the_backend_database(resources: dict[Any, Resource]) -
     env = {var["name"]: var["value"] for var in container["env"]}
     mounts = {mount["name"]: mount["mountPath"] for mount in container["volumeMounts"]}
     assert env["LOCK_MONITOR_DB"].startswith(mounts["backend-data"] + "/")
-    term = pod["affinity"]["podAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][0]
+    [term] = pod["affinity"]["podAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
     assert term["topologyKey"] == "kubernetes.io/hostname"
+    # The one pod that owns the ReadWriteOnce volume, named by the claim: not every app=backend
+    # replica (another node means a Multi-Attach error until the deadline).
+    volumes = {volume["name"]: volume for volume in pod["volumes"]}
+    claim = volumes["backend-data"]["persistentVolumeClaim"]["claimName"]
+    assert term["labelSelector"] == {"matchLabels": {"lock-monitor/volume-owner": claim}}
+
+
+def test_the_volumes_note_wait_for_first_consumer_and_off_cluster_copies() -> None:
+    """A zonal PVC created before its pod can land where the Job cannot run."""
+    header = MANIFEST.read_text().split("\napiVersion:", 1)[0]
+    assert "WaitForFirstConsumer" in header
+    assert "Off-cluster copies" in header
+    assert section(DOCS / "backups.md", "Off-cluster copies")
 
 
 @pytest.mark.parametrize("name", JOBS)
