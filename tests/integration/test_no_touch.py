@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 
 from lock_monitor.config import RedisSettings, ScanSettings
-from lock_monitor.monitor import Monitor
+from lock_monitor.connection import connect
+from lock_monitor.locks import LockTracker
+from lock_monitor.passes import read_pass
 from tests.servers import VALKEY, RedisServer, wait_for
 
 
@@ -34,9 +36,9 @@ def test_monitor_reads_leave_the_lru_clock_alone(valkey: RedisServer) -> None:
     client.set("lock:appointment:2", "token", px=60_000)
     wait_for(lambda: idle_seconds(valkey, "lock:appointment:1") >= 2, timeout=10, what="idle keys")
 
-    monitor = Monitor(RedisSettings(url=valkey.url), ScanSettings())  # keeps its connection open
-    snapshot, _ = monitor.run_pass()
-    assert snapshot.active == 2
+    target = connect(RedisSettings(url=valkey.url))  # its connection stays open after the pass
+    result = read_pass(target, ScanSettings(), LockTracker(ScanSettings.stuck_threshold), {})
+    assert result.snapshot.active == 2
     assert idle_seconds(valkey, "lock:appointment:1") >= 2  # MGET did not count as an access
     assert any("T" in c["flags"] for c in client.client_list())  # a no-touch connection
 
