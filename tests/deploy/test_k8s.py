@@ -26,21 +26,26 @@ from tests.deploy.helpers import (
 from tests.servers import ROOT
 
 K8S_VERSION = "1.30.0"
+EXAMPLE_SECRETS = ("secret.example.yaml", "redis-acl.example.yaml")  # not applied by -k
 CUSTOM_KINDS = {
     ("monitoring.coreos.com/v1", "ServiceMonitor"),
     ("monitoring.coreos.com/v1", "PrometheusRule"),
 }
 
 
-def test_every_resource_validates_strictly(rendered: list[Resource]) -> None:
+@pytest.mark.parametrize("version", [K8S_VERSION, kubernetes_validate.latest_version()])
+def test_every_resource_validates_strictly(rendered: list[Resource], version: str) -> None:
+    """From the oldest Kubernetes supported here to the newest kubernetes-validate knows."""
+    overlay = kustomize(ROOT / "deploy" / "overlays" / "scrape-annotations")
+    examples = [yaml.safe_load((K8S / f).read_text()) for f in EXAMPLE_SECRETS]
     kinds = set()
-    for resource in rendered:
+    for resource in [*rendered, *yaml.safe_load_all(overlay), *examples]:
         kinds.add(resource["kind"])
         if (resource["apiVersion"], resource["kind"]) in CUSTOM_KINDS:
             continue  # custom resources have no schema in kubernetes-validate
-        kubernetes_validate.validate(resource, K8S_VERSION, strict=True)
+        kubernetes_validate.validate(resource, version, strict=True)
     assert {"StatefulSet", "Service", "NetworkPolicy", "ConfigMap"} <= kinds
-    assert "Secret" not in kinds  # a real password is never overwritten by `apply -k`
+    assert not [r for r in rendered if r["kind"] == "Secret"], "never overwrite real passwords"
     assert {"ServiceMonitor", "PrometheusRule"} <= kinds
 
 
