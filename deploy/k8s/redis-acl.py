@@ -33,8 +33,8 @@ from pathlib import Path
 # --check-keys here); backup is the one of docs/backups.md.
 USERS = {
     "default": "~* &* +@all",
-    "lockmon": "resetkeys %R~lock:* resetchannels -@all "
-    "+scan +mget +pttl +type +time +ping +client|no-touch",
+    "lockmon": "resetkeys %R~lock:* resetchannels &__keyspace@0__:lock:appointment:* -@all "
+    "+scan +mget +pttl +type +time +ping +psubscribe +client|no-touch",
     "exporter": "resetkeys resetchannels -@all "
     "+client +ping +info +config|get +cluster|info +slowlog +latency +memory +select",
     "backup": "resetkeys resetchannels -@all +replconf +sync",

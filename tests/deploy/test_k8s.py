@@ -13,6 +13,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from lock_monitor.events import missing_classes
 from tests.deploy.helpers import (
     K8S,
     Resource,
@@ -70,6 +71,8 @@ def test_redis_statefulset_settings(rendered: list[Resource], pod: Resource) -> 
     assert settings["--maxmemory"] == "256mb"
     assert settings["--maxmemory-policy"] == "allkeys-lru"
     assert settings["--appendonly"] == "yes"
+    assert not missing_classes(settings["--notify-keyspace-events"])  # lock-monitor's events
+    assert "h" in settings["--notify-keyspace-events"]  # hash (Redisson) locks too
     # the users, the default (backend's) one included, come from the ACL file in redis-acl
     assert "--requirepass" not in settings
     assert settings["--aclfile"] == "/etc/redis-acl/users.acl"
