@@ -18,6 +18,7 @@ from lock_monitor.errors import OperatorError
 
 START_TIMEOUT = 10.0  # seconds for redis-server to answer PING
 STOP_TIMEOUT = 1.0  # seconds for redis-server to exit on SIGTERM before it is killed
+DEMO_MAXMEMORY = "4mb"  # a few MB above an empty server's own use
 
 
 class DemoError(OperatorError):
@@ -83,6 +84,11 @@ class RedisProcess:
             "--appendonly", "no",
             "--daemonize", "no",
             "--logfile", str(self.workdir / "redis.log"),
+            # The guide's eviction policy on a small memory, so that the traffic's noise evicts
+            # a held lock now and then; and the keyspace events lock-monitor follows.
+            "--maxmemory", DEMO_MAXMEMORY,
+            "--maxmemory-policy", "allkeys-lru",
+            "--notify-keyspace-events", "Kg$xeh",
         ]
         # fmt: on
         try:

@@ -39,6 +39,18 @@ class Demo:
             for sample in family.samples
         }
 
+    def lock_ends(self) -> dict[str, float]:
+        """lock_monitor_lock_releases_total by outcome (absent until events are live)."""
+        url = f"http://127.0.0.1:{self.port}/metrics"
+        with urllib.request.urlopen(url, timeout=2) as response:
+            text = response.read().decode()
+        return {
+            sample.labels["outcome"]: sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+            if sample.name == "lock_monitor_lock_releases_total"
+        }
+
     def log_event(self, event: str) -> dict[str, object] | None:
         for line in self.stderr.read_text().splitlines():
             record = json.loads(line)
@@ -117,6 +129,18 @@ def test_demo_shows_stuck_locks_within_a_minute_at_the_default_threshold(
     )
     assert metrics["lock_monitor_oldest_lock_age_seconds"] > 30
     assert metrics["active_locks_count"] >= metrics["stuck_locks_count"]
+    # Every outcome of the keyspace events in the same minute: releases, expirations of the
+    # crashed holders, renewals by the stuck worker, evictions by the noise against maxmemory.
+    deadline = 60 - (time.monotonic() - demo.started)
+    wait_for(
+        lambda: all(demo.lock_ends().get(o, 0) > 0 for o in ("released", "expired", "evicted")),
+        max(deadline, 0.1),
+        "every outcome",
+    )
+    metrics = demo.metrics()
+    assert metrics["lock_monitor_events_up"] == 1
+    assert metrics["lock_monitor_lock_renewals_total"] > 0
+    assert metrics["lock_monitor_lock_acquisitions_total"] > 0
     demo.stop_and_check_clean()
 
 
