@@ -24,6 +24,7 @@ lint: $(STAMP)
 # Not part of `make test`: about two minutes against 1,000,000 keys (see docs/performance.md).
 bench: $(STAMP)
 	$(PY) benchmarks/bench.py
+	$(PY) benchmarks/events_bench.py
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
