@@ -36,7 +36,7 @@ NEEDED_CLASSES = "Kg$xe"
 RECOMMENDED_SETTING = "Kg$xeh"  # h: hash locks (Redisson) too
 _A_STANDS_FOR = "g$lshzxetd"
 
-READ_WAIT = 0.2  # how long a subscriber blocks for the next message: how soon it sees stop
+READ_WAIT = 0.05  # a subscriber's wait for the next message: how late a reconcile may start
 PING_AFTER = 10.0  # idle seconds before asking the server whether the connection still works
 TOPOLOGY_EVERY = 5.0  # how often the supervisor re-reads the nodes (or Sentinel's primary)
 RECHECK_EVERY = 60.0  # while the server does not publish events, or the ACL refuses them

@@ -11,6 +11,7 @@ with the offset between Redis' clock and this host's monotonic clock, measured a
 
 from __future__ import annotations
 
+import hashlib
 import math
 import threading
 import time
@@ -32,6 +33,7 @@ UNKNOWN = math.inf  # acquisition time not known: never stuck, never the oldest
 LIVE_LOCKS_LIMIT = 1_000_000  # past this the set stops growing and passes take over
 RECENT_ENDS = 10  # evicted and expired locks kept for the status page
 RECONCILE_CHUNK = 2000  # locks reconciled per hold of the lock: events are not held up long
+KEY_KEPT = 1024  # bytes of a key kept as is; a longer key is kept as its start and a digest
 
 
 # A lock as a pass read it: raw key, acquisition time (Redis time), has a TTL, and whether
@@ -110,8 +112,15 @@ class Reconciled(NamedTuple):
     comparable: bool  # the set was current when the pass began: differences are missed events
 
 
+def bounded(key: bytes) -> bytes:
+    """The key as the set keeps it: memory must not follow the size of a hostile key name."""
+    if len(key) <= KEY_KEPT:
+        return key
+    return key[:KEY_KEPT] + hashlib.blake2b(key, digest_size=16).digest()
+
+
 class LiveSet:
-    """Held locks: raw key -> acquisition time (Redis time, or UNKNOWN)."""
+    """Held locks: key (`bounded`) -> acquisition time (Redis time, or UNKNOWN)."""
 
     def __init__(
         self,
@@ -328,7 +337,8 @@ class LiveSet:
         corrections = 0
         touched = self.touched or set()
         held, no_ttl = self.held, self.no_ttl
-        for key, acquired_at, has_ttl, stamped in locks:
+        for raw, acquired_at, has_ttl, stamped in locks:
+            key = bounded(raw)
             in_pass.add(key)
             known = held.get(key)
             if key in touched:
@@ -375,7 +385,8 @@ class Stream:
         with live.lock:
             for message in messages:
                 if len(message) == 4 and message[0] == b"pmessage":
-                    self._event(message[2][skip:], message[3], at)
+                    key = message[2][skip:]
+                    self._event(key if len(key) <= KEY_KEPT else bounded(key), message[3], at)
                     applied += 1
             live.received += applied
         self.received += applied

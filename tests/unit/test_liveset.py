@@ -352,3 +352,16 @@ def test_a_server_not_known_to_publish_leaves_the_set_unused_and_uncounted(live:
     assert live.counters().corrections == 0
     live.set_verified(True)
     assert live.usable()
+
+
+def test_a_huge_key_is_kept_bounded_and_still_matches_the_pass(live: LiveSet) -> None:
+    seed(live)
+    huge = "lock:" + "k" * 100_000
+    acquire(live.stream(PREFIX), huge)
+    assert live.counts().active == 1
+    assert sum(len(key) for key in live.held) < 2_000
+    # The pass reads the same key: the same lock, not a second one, nothing corrected.
+    result = live.reconcile(live.begin_pass(), [(huge.encode(), REDIS_AT_START, True, True)])
+    assert result.corrections == 0
+    send(live.stream(PREFIX), (huge, "del"))
+    assert live.counts().active == 0
