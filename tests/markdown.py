@@ -15,6 +15,7 @@ from tests.servers import ROOT
 DOCS = ROOT / "docs"
 ALERTS_DOC = DOCS / "alerts.md"
 CONFIGURATION_DOC = DOCS / "configuration.md"
+LOCK_LIBRARIES_DOC = DOCS / "lock-libraries.md"
 
 _FENCE = re.compile(r"^\s*(```|~~~)")
 _HEADING = re.compile(r"^(#{1,6})\s+(.*?)\s*#*\s*$")
@@ -71,6 +72,18 @@ def section(path: Path, title: str, level: int = 2) -> str:
     )
     assert match, f"{path.name} has no section '{marks} {title}'"
     return match.group(1)
+
+
+def table(text: str) -> list[dict[str, str]]:
+    """The first markdown table in `text`: one dict per row, keyed by the header cells."""
+    rows = [line for line in prose_lines(text) if line.startswith("|")]
+    assert len(rows) > 2, "no table"
+
+    def cells(line: str) -> list[str]:
+        return [cell.strip() for cell in line.strip().strip("|").split("|")]
+
+    header = cells(rows[0])
+    return [dict(zip(header, cells(line), strict=True)) for line in rows[2:]]
 
 
 def link_targets(text: str) -> list[str]:
