@@ -29,7 +29,7 @@ class RawLock(NamedTuple):
 
 
 class Lock(NamedTuple):
-    """A lock classified for display and counting (a tuple: cheap to build 10,000 times a pass)."""
+    """A lock classified for display and counting (a tuple: cheap to build for every lock)."""
 
     key: str
     value: str

@@ -21,6 +21,13 @@ FROM_LAST_PASS = "from the last successful pass"  # noqa: S105 (not a password)
 
 
 class LockCollector(Collector):
+    """Every metric of a scrape, built from one read of the published state.
+
+    A custom collector rather than gauges the loop sets: a scrape then reflects one pass,
+    never half of one, and what is unknown (no pass yet, Redis down) is simply not yielded,
+    where a set gauge would keep showing its last value, or 0.
+    """
+
     def __init__(self, state: Callable[[], MonitorState], mode: str) -> None:
         self._state = state
         self._mode = mode

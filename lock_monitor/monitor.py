@@ -1,14 +1,12 @@
-"""The pass loop: scan, classify, publish a snapshot; back off while Redis is away.
+"""The pass loop: read a pass, turn the result into the published state and the log, wait.
 
-A pass runs in a background thread, never inside a scrape. Its result is published by
-replacing one immutable `MonitorState`, so readers need no lock and never see half a pass.
+Reading is `passes.read_pass`, when to run next is `schedule`, which locks to log is
+`stuck_log`; this module only sequences them and owns what lives between passes.
 """
 
 from __future__ import annotations
 
-import random
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -16,43 +14,22 @@ from typing import Any
 import structlog
 
 from lock_monitor.config import RedisSettings, ScanSettings
-from lock_monitor.connection import Target, connect, describe_tls_error
-from lock_monitor.locks import Lock, LockTracker, display
-from lock_monitor.scanner import read_locks
-from lock_monitor.snapshot import OLDEST_SHOWN, Snapshot, SnapshotBuilder
-
-BACKOFF_CAP_SECONDS = 30.0
-STUCK_LOG_LIMIT = 20  # stuck-lock log lines per pass; the rest are summed up in one line
-
-
-class PassFailed(Exception):
-    """A pass could not read every node; nothing from it is published."""
-
-    def __init__(self, failures: dict[str, str]) -> None:
-        self.failures = failures
-        super().__init__("; ".join(f"{node}: {error}" for node, error in failures.items()))
-
-
-@dataclass
-class StuckLocks:
-    """The stuck locks of one pass, kept small: with 100,000 stuck locks a full `Lock` for
-    each would double the daemon's memory, and only the few new ones are logged in full."""
-
-    ages: dict[bytes, float] = field(default_factory=dict)  # raw key -> age
-    new: list[Lock] = field(default_factory=list)  # the first STUCK_LOG_LIMIT not stuck before
-    new_count: int = 0
-
-    def add(self, key: bytes, lock: Lock, before: dict[bytes, float]) -> None:
-        self.ages[key] = lock.age_seconds
-        if key not in before:
-            self.new_count += 1
-            if len(self.new) < STUCK_LOG_LIMIT:
-                self.new.append(lock)
+from lock_monitor.connection import Target, connect
+from lock_monitor.locks import LockTracker
+from lock_monitor.passes import NodeStatus, PassFailed, PassResult, describe_error, read_pass
+from lock_monitor.schedule import backoff_delay, paced_delay
+from lock_monitor.snapshot import Snapshot
+from lock_monitor.stuck_log import log_stuck_changes
 
 
 @dataclass(frozen=True)
 class MonitorState:
-    """What scrapes and pages show: the last good snapshot and the monitor's own health."""
+    """What scrapes and pages show: the last good snapshot and the monitor's own health.
+
+    Immutable and replaced whole by the pass loop, its only writer: readers take it without
+    a lock and never see half a pass. (A keyspace-event subscriber, when there is one, adds
+    its fields here and hands its news to the loop, which publishes it with the rest.)
+    """
 
     redis_up: bool | None = None  # None until the first pass has been tried
     snapshot: Snapshot | None = None  # the last successful pass
@@ -61,7 +38,7 @@ class MonitorState:
     scans_error: int = 0
     delay_seconds: float = 0.0  # the wait before the next pass
     paced: bool = False  # the wait was stretched to keep within --max-redis-load
-    nodes: tuple[tuple[str, bool], ...] = ()  # per-node reachability in the last pass
+    nodes: NodeStatus = ()  # per-node reachability in the last pass
 
     def seconds_since_success(self, now: float) -> float | None:
         return None if self.snapshot is None else now - self.snapshot.completed_at
@@ -69,6 +46,14 @@ class MonitorState:
 
 @dataclass
 class Monitor:
+    """The daemon's one source of lock data: passes in a background thread, one state out.
+
+    A pass over a large keyspace takes far longer than a scrape may wait, so passes run on
+    their own schedule and every scrape and page reads the last published `state`. The loop
+    owns what must outlive a pass: the connection (kept, so a pass costs no reconnect), the
+    first sightings of locks, the keys stuck last time, and the count of failures in a row.
+    """
+
     redis: RedisSettings
     scan: ScanSettings
     connector: Callable[[RedisSettings], Target] = connect
@@ -82,64 +67,6 @@ class Monitor:
         self._failures = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="pass-loop", daemon=True)
-
-    # --- one pass -------------------------------------------------------------------------
-
-    def run_pass(self, keep: int | None = OLDEST_SHOWN) -> tuple[Snapshot, StuckLocks]:
-        """Read every node once; return the snapshot and the stuck locks, or raise."""
-        started = time.monotonic()
-        if self._target is None:
-            self._target = self.connector(self.redis)
-        builder = SnapshotBuilder(keep=keep)
-        seen: set[bytes] = set()
-        stuck = StuckLocks()
-        failures: dict[str, str] = {}
-        nodes: list[tuple[str, bool]] = []
-        cluster = self.redis.mode == "cluster"
-        try:
-            for name, client in self._target.nodes():
-                try:
-                    for raw in read_locks(
-                        client, self.scan.pattern, self.scan.count, seen, cluster=cluster
-                    ):
-                        lock = self._tracker.classify(raw)
-                        builder.add(lock)
-                        if lock.stuck:
-                            stuck.add(raw.key, lock, self._stuck)
-                except Exception as exc:  # any node failing fails the pass, after trying all
-                    failures[name] = self.describe_error(exc)
-                nodes.append((name, name not in failures))
-        except Exception as exc:  # the topology itself could not be read
-            failures["topology"] = self.describe_error(exc)
-        self.state = replace(self.state, nodes=tuple(nodes))
-        if failures:
-            self._tracker.abandon_pass()
-            self._drop_target()
-            raise PassFailed(failures)
-        self._tracker.finish_pass()
-        builder.keys_scanned = len(seen)
-        snapshot = builder.build(time.time(), time.monotonic() - started)
-        return snapshot, stuck
-
-    def describe_error(self, exc: BaseException) -> str:
-        """One line for logs and pages, with any secret scrubbed out."""
-        if isinstance(exc, PassFailed):
-            text = str(exc)
-        else:
-            text = describe_tls_error(exc) or f"{type(exc).__name__}: {exc}"
-        return self.redis.scrub(text) or type(exc).__name__
-
-    def _drop_target(self) -> None:
-        """Reconnect next time: fresh sockets, a new primary; a cluster keeps the nodes it knows."""
-        if self._target is not None:
-            try:
-                self._target.close()
-            except Exception as exc:  # closing a broken connection may fail; nothing to do
-                self.log.debug("close_failed", error=self.describe_error(exc))
-            if not self._target.keeps_topology:
-                self._target = None
-
-    # --- the loop -------------------------------------------------------------------------
 
     def start(self) -> None:
         self._thread.start()
@@ -157,16 +84,36 @@ class Monitor:
             self._stop.wait(delay)
 
     def step(self) -> float:
-        """One pass with its bookkeeping; returns how long to wait before the next."""
+        """One pass with its bookkeeping; returns how long to wait before the next.
+
+        Readers return results and only this method publishes them. The pass reader is the
+        one source today; a keyspace-event subscriber would be the second, beside it: its
+        thread hands what it saw to the loop, which folds it into the state here.
+        """
         try:
-            snapshot, stuck = self.run_pass()
-        except Exception as exc:
-            self._on_failure(exc if isinstance(exc, PassFailed) else self.describe_error(exc))
+            if self._target is None:
+                self._target = self.connector(self.redis)
+            result = read_pass(self._target, self.scan, self._tracker, self._stuck)
+        except PassFailed as failed:
+            self._drop_target()
+            self._on_failure(str(failed), failed.nodes)
+        except Exception as exc:  # connecting (a cluster reads its topology then) failed
+            self._on_failure(describe_error(exc, self.redis), self.state.nodes)
         else:
-            self._on_success(snapshot, stuck)
+            self._on_success(result)
         return self.state.delay_seconds
 
-    def _on_success(self, snapshot: Snapshot, stuck: StuckLocks) -> None:
+    def _drop_target(self) -> None:
+        """Reconnect next time: fresh sockets, a new primary; a cluster keeps the nodes it knows."""
+        if self._target is not None:
+            try:
+                self._target.close()
+            except Exception as exc:  # closing a broken connection may fail; nothing to do
+                self.log.debug("close_failed", error=describe_error(exc, self.redis))
+            if not self._target.keeps_topology:
+                self._target = None
+
+    def _on_success(self, result: PassResult) -> None:
         previous = self.state
         if previous.redis_up is not True:
             self.log.info(
@@ -174,21 +121,24 @@ class Monitor:
                 target=self.redis.target(),
             )
         self._failures = 0
-        delay = self.paced_delay(snapshot.duration_seconds)
-        self._log_stuck_changes(stuck)
+        log_stuck_changes(self.log, result.stuck, self._stuck)
+        self._stuck = result.stuck.ages
+        delay = paced_delay(
+            result.snapshot.duration_seconds, self.scan.interval, self.scan.max_redis_load
+        )
         self.state = replace(
             previous,
             redis_up=True,
-            snapshot=snapshot,
+            snapshot=result.snapshot,
             last_error=None,
             scans_success=previous.scans_success + 1,
             delay_seconds=delay,
             paced=delay > self.scan.interval,
+            nodes=result.nodes,
         )
 
-    def _on_failure(self, error: PassFailed | str) -> None:
+    def _on_failure(self, message: str, nodes: NodeStatus) -> None:
         previous = self.state
-        message = str(error)
         if previous.redis_up is not False:
             event = "redis_lost" if previous.redis_up else "redis_unavailable"
             self.log.error(event, target=self.redis.target(), error=message)
@@ -200,48 +150,7 @@ class Monitor:
             redis_up=False,
             last_error=message,
             scans_error=previous.scans_error + 1,
-            delay_seconds=self.backoff_delay(self._failures),
+            delay_seconds=backoff_delay(self._failures, self.scan.interval),
             paced=False,
+            nodes=nodes,
         )
-
-    def paced_delay(self, duration: float) -> float:
-        """The wait after a pass: the interval, stretched so Redis' share stays bounded.
-
-        The pass's wall time stands in for the time Redis spent on it (an upper bound), so
-        the monitor's share of Redis is at most duration / (duration + wait).
-        """
-        load = self.scan.max_redis_load
-        needed = duration * (1.0 - load) / load if load < 1.0 else 0.0
-        return max(self.scan.interval, needed)
-
-    def backoff_delay(self, failures: int) -> float:
-        """Capped exponential backoff with jitter, so many monitors do not retry in step."""
-        base = min(self.scan.interval, 1.0)
-        cap = max(self.scan.interval, BACKOFF_CAP_SECONDS)
-        ceiling = min(cap, base * 2 ** min(failures - 1, 16))
-        return random.uniform(ceiling / 2, ceiling)
-
-    def _log_stuck_changes(self, stuck: StuckLocks) -> None:
-        cleared = [key for key in self._stuck if key not in stuck.ages]
-        for lock in stuck.new:
-            self.log.warning(
-                "lock_stuck",
-                key=lock.key,
-                age_seconds=round(lock.age_seconds, 3),
-                value=lock.value,
-                ttl_seconds=lock.ttl_seconds,
-            )
-        for key in cleared[:STUCK_LOG_LIMIT]:
-            self.log.info(
-                "stuck_lock_cleared",
-                key=display(key, "key"),
-                last_age_seconds=round(self._stuck[key], 3),
-            )
-        if stuck.new_count > STUCK_LOG_LIMIT or len(cleared) > STUCK_LOG_LIMIT:
-            self.log.warning(
-                "stuck_locks_changed",
-                became_stuck=stuck.new_count,
-                cleared=len(cleared),
-                stuck=len(stuck.ages),
-            )
-        self._stuck = stuck.ages

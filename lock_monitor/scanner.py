@@ -1,18 +1,16 @@
 """Reading the locks of one Redis node: SCAN pages, each followed by one round trip of reads.
 
-The cost of a pass is dominated by round trips (a SCAN at COUNT 1000 over a million keys
-is about a thousand calls), so the reads for one page travel in the same round trip as the
-SCAN for the next page: a pass costs as many round trips as a bare SCAN, plus one.
-Each round trip is packed, sent and read on one connection held for the pass, without
-redis-py's pipeline layer: its per-command bookkeeping cost 10-15 % of the pass at ten
-locks per page, while the wire traffic is the same (see "Performance" in the README).
-The locks of one page are handed over, and classified, while the next round trip is in flight.
+The cost of a pass is dominated by round trips (one SCAN call per page), so the reads for
+one page travel in the same round trip as the SCAN for the next page: a pass costs as many
+round trips as a bare SCAN, plus one. Each round trip is packed, sent and read on one
+connection held for the pass, without redis-py's pipeline layer, whose per-command
+bookkeeping costs more than the wire (see docs/performance.md).
 Nothing here blocks Redis: SCAN with a bounded COUNT, MGET, PTTL and TYPE only.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import redis
@@ -24,15 +22,21 @@ from lock_monitor.locks import RawLock
 _GONE = -2
 
 
-class _Batch:
-    """The commands of one round trip, sent in one write on the pass's connection."""
+class _RoundTrip:
+    """The commands of one round trip, sent in one write on the pass's connection.
+
+    Each `add` returns the slice its replies will occupy, so the layout of a round trip is
+    written once, where its commands are added.
+    """
 
     def __init__(self, connection: Any) -> None:
         self.connection = connection
         self.commands: list[tuple[Any, ...]] = []
 
-    def add(self, *command: Any) -> None:
-        self.commands.append(command)
+    def add(self, commands: Iterable[tuple[Any, ...]]) -> slice:
+        start = len(self.commands)
+        self.commands.extend(commands)
+        return slice(start, len(self.commands))
 
     def __len__(self) -> int:
         return len(self.commands)
@@ -83,50 +87,53 @@ def read_locks(
 def _read_pages(
     connection: Any, pattern: str, count: int, seen: set[bytes], cluster: bool
 ) -> Iterator[RawLock]:
-    first = _Batch(connection)
-    first.add("TIME")
-    first.add("SCAN", 0, "MATCH", pattern, "COUNT", count)
-    first.send()
-    (seconds, micros), (cursor, keys) = first.receive()
-    now = int(seconds) + int(micros) / 1_000_000
+    """The page reader: each round trip reads the keys of the page before and asks for the
+    next page, so reading the locks adds no round trip to the SCAN itself; and it yields
+    one page's locks while Redis works on the next round trip, so classifying them costs no
+    wall time either. The first round trip also reads Redis' clock, the reference for ages.
+    """
+    cursor: int | None = 0  # the next page to ask for; None once SCAN has returned the last
+    keys: list[bytes] = []  # the page just returned, not yet read
     untyped: list[tuple[bytes, int]] = []  # non-string locks waiting for their TYPE
     ready: list[RawLock] = []  # read, not yet handed over
-    more = True
-    while more or keys or untyped:
-        more = int(cursor) != 0
+    now = 0.0
+    while cursor is not None or keys or untyped:
         groups = _mget_groups([key for key in dict.fromkeys(keys) if key not in seen], cluster)
         fresh = [key for group in groups for key in group]
         seen.update(fresh)
-        batch = _Batch(connection)
-        for group in groups:
-            batch.add("MGET", *group)
-        for key in fresh:
-            batch.add("PTTL", key)
-        for key, _ in untyped:
-            batch.add("TYPE", key)
-        if more:
-            batch.add("SCAN", cursor, "MATCH", pattern, "COUNT", count)
-        if batch:
-            batch.send()
+        trip = _RoundTrip(connection)
+        clock_at = trip.add([("TIME",)] if cursor == 0 else [])
+        values_at = trip.add(("MGET", *group) for group in groups)
+        pttls_at = trip.add(("PTTL", key) for key in fresh)
+        types_at = trip.add(("TYPE", key) for key, _ in untyped)
+        page_at = trip.add(
+            [] if cursor is None else [("SCAN", cursor, "MATCH", pattern, "COUNT", count)]
+        )
+        if trip:
+            trip.send()
         # The previous page's locks are classified while Redis works on this round trip.
         yield from ready
-        results = batch.receive() if batch else []
+        replies = trip.receive() if trip else []
 
-        values = [value for group in results[: len(groups)] for value in group]
-        pttls = results[len(groups) : len(groups) + len(fresh)]
-        types = results[len(groups) + len(fresh) :][: len(untyped)]
+        if replies[clock_at]:
+            seconds, micros = replies[clock_at][0]
+            now = int(seconds) + int(micros) / 1_000_000
+        values = [value for group in replies[values_at] for value in group]
         ready = [
             RawLock(key, None, pttl, _text(kind), now)
-            for (key, pttl), kind in zip(untyped, types, strict=True)
+            for (key, pttl), kind in zip(untyped, replies[types_at], strict=True)
             if _text(kind) != "none"
         ]
         untyped = []
-        for key, value, pttl in zip(fresh, values, pttls, strict=True):
+        for key, value, pttl in zip(fresh, values, replies[pttls_at], strict=True):
             if pttl == _GONE:
                 continue
             if value is None:
                 untyped.append((key, pttl))
             else:
                 ready.append(RawLock(key, value, pttl, "string", now))
-        cursor, keys = results[-1] if more else (0, [])
+        keys = []
+        if cursor is not None:
+            next_cursor, keys = replies[page_at][0]
+            cursor = int(next_cursor) or None
     yield from ready

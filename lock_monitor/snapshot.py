@@ -32,9 +32,9 @@ class Snapshot:
 
 @dataclass
 class SnapshotBuilder:
-    """Accumulates a pass lock by lock; `keep=None` keeps every lock."""
+    """Accumulates a pass lock by lock; `keep_oldest=None` keeps every lock."""
 
-    keep: int | None = OLDEST_SHOWN
+    keep_oldest: int | None = OLDEST_SHOWN
     keys_scanned: int = 0
     active: int = 0
     stuck: int = 0
@@ -46,7 +46,7 @@ class SnapshotBuilder:
         self.stuck += lock.stuck
         self.without_ttl += lock.ttl_seconds is None
         entry = (lock.age_seconds, self.active, lock)  # the counter breaks ties between equal ages
-        if self.keep is None or len(self._heap) < self.keep:
+        if self.keep_oldest is None or len(self._heap) < self.keep_oldest:
             heapq.heappush(self._heap, entry)
         elif entry[0] > self._heap[0][0]:
             heapq.heapreplace(self._heap, entry)

@@ -446,6 +446,21 @@ class ClusterServers:
             server.stop()
 
 
+@contextmanager
+def one_node_cluster(workdir: Path) -> Iterator[RedisServer]:
+    """A Redis Cluster of one node that serves every slot: the smallest Cluster a client
+    pointed at one by mistake can meet (it still refuses commands across hash slots)."""
+    options = ("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf")
+    server = RedisServer(workdir, cluster_port(), *options).start()
+    try:
+        client = server.client()
+        client.execute_command("CLUSTER", "ADDSLOTSRANGE", 0, 16383)
+        wait_for(lambda: client.cluster("INFO")["cluster_state"] == "ok", what="a one-node cluster")
+        yield server
+    finally:
+        server.stop()
+
+
 class SentinelServer(RedisServer):
     """One Sentinel, from a config file it may rewrite (as Sentinel requires)."""
 

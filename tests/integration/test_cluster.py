@@ -11,7 +11,8 @@ import pytest
 
 from lock_monitor import connection
 from lock_monitor.config import RedisSettings, ScanSettings
-from lock_monitor.monitor import Monitor
+from lock_monitor.locks import LockTracker
+from lock_monitor.passes import read_pass
 from tests.servers import (
     ClusterServers,
     MonitorProcess,
@@ -54,7 +55,7 @@ def test_locks_command_counts_each_lock_once(cluster: ClusterServers) -> None:
     )
     assert result.returncode == 0, result.stderr
     document = json.loads(result.stdout)
-    assert (document["active"], document["stuck"]) == (LOCKS, STUCK)
+    assert (document["pass"]["active"], document["pass"]["stuck"]) == (LOCKS, STUCK)
     keys = [lock["key"] for lock in document["locks"]]
     assert len(keys) == len(set(keys)) == LOCKS
 
@@ -70,11 +71,11 @@ def test_every_primary_connection_gets_the_no_touch_hook(
         real(conn)
 
     monkeypatch.setattr(connection, "_no_touch", spy)
-    monitor = Monitor(RedisSettings(url=cluster.seed_url, mode="cluster"), ScanSettings())
-    snapshot, _ = monitor.run_pass()
-    assert snapshot.active == LOCKS
+    target = connection.connect(RedisSettings(url=cluster.seed_url, mode="cluster"))
+    result = read_pass(target, ScanSettings(), LockTracker(ScanSettings.stuck_threshold), {})
+    assert result.snapshot.active == LOCKS
     assert set(hooked) >= {server.port for server in cluster.primaries()}
-    assert {name for name, up in monitor.state.nodes if up} == {
+    assert {name for name, up in result.nodes if up} == {
         node_name(server) for server in cluster.primaries()
     }
 

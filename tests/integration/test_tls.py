@@ -79,7 +79,7 @@ def client_pair(certs: Certificates) -> tuple[str, ...]:
 def test_mutual_tls_reads_the_locks(mutual: TlsServer, certs: Certificates) -> None:
     result = locks(mutual.url, "--redis-ca-file", str(certs.ca), *client_pair(certs))
     assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout)["active"] == LOCKS
+    assert json.loads(result.stdout)["pass"]["active"] == LOCKS
 
 
 def test_without_a_client_certificate_the_error_says_so(

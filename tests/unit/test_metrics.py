@@ -87,3 +87,11 @@ def test_cluster_mode_reports_each_node() -> None:
         if s.name == "lock_monitor_node_up"
     }
     assert node_up == {"10.0.0.1:6379": 1, "10.0.0.2:6379": 0}
+
+
+def test_pacing_is_visible_when_it_stretches_the_wait() -> None:
+    paced = scrape(MonitorState(redis_up=True, snapshot=SNAPSHOT, delay_seconds=38.0, paced=True))
+    assert paced["lock_monitor_pacing_active"]["value"] == 1
+    assert paced["lock_monitor_next_pass_delay_seconds"]["value"] == 38.0
+    calm = scrape(MonitorState(redis_up=True, snapshot=SNAPSHOT, delay_seconds=5.0))
+    assert calm["lock_monitor_pacing_active"]["value"] == 0

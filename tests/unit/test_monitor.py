@@ -1,10 +1,11 @@
-"""The pass loop's bookkeeping: counts, transitions, logs, and the cap on stuck-lock lines.
+"""The pass loop's bookkeeping: counts, transitions, logs, pacing and backoff in the state.
 
 Redis is replaced at the narrowest seam, `read_locks`: it hands over hand-built locks, or
 raises what redis-py raises from a pass. The client itself is the real lazy one (`connect`
 never touches the network for a standalone URL), so a failure arrives where it does in
-production: on the first read of a pass. What Redis itself does is tested in
-tests/integration (test_scanner.py, test_monitor_outage.py).
+production: on the first read of a pass. Where a test needs a pass of a given duration, the
+pass reader itself is replaced. What Redis itself does is tested in tests/integration
+(test_passes.py, test_monitor_outage.py).
 """
 
 from __future__ import annotations
@@ -17,8 +18,12 @@ import redis
 from structlog.testing import capture_logs
 
 from lock_monitor.config import RedisSettings, ScanSettings
+from lock_monitor.connection import Target
 from lock_monitor.locks import RawLock
 from lock_monitor.monitor import Monitor
+from lock_monitor.passes import PassFailed, PassResult
+from lock_monitor.snapshot import Snapshot
+from lock_monitor.stuck_log import StuckLocks
 
 SETTINGS = RedisSettings(url="redis://example:6379/0", password="s3cret-pw")
 NOW = 1_800_000_000.0  # Redis TIME of every pass here
@@ -49,7 +54,7 @@ class FakeScanner:
 @pytest.fixture
 def redis_node(monkeypatch: pytest.MonkeyPatch) -> FakeScanner:
     scanner = FakeScanner()
-    monkeypatch.setattr("lock_monitor.monitor.read_locks", scanner)
+    monkeypatch.setattr("lock_monitor.passes.read_locks", scanner)
     return scanner
 
 
@@ -156,16 +161,88 @@ def test_stuck_locks_are_logged_when_they_become_stuck_and_when_they_clear(
     assert logs[0]["last_age_seconds"] == 40
 
 
-def test_many_stuck_locks_are_summed_up_not_flooded(redis_node: FakeScanner) -> None:
-    redis_node.locks = [held(f"lock:appointment:{i}", 40) for i in range(50)]
-    monitor = make()
-    with capture_logs() as logs:
-        monitor.step()
-    assert events(logs) == ["redis_connected"] + ["lock_stuck"] * 20 + ["stuck_locks_changed"]
-    assert (logs[-1]["became_stuck"], logs[-1]["cleared"], logs[-1]["stuck"]) == (50, 0, 50)
+def test_a_refused_connection_is_a_failed_pass_retried_with_a_new_connection() -> None:
+    attempts: list[RedisSettings] = []
 
-    redis_node.locks = []  # all released at once
+    def refuse(settings: RedisSettings) -> Target:
+        attempts.append(settings)
+        raise redis.ConnectionError("Error 111 connecting to example:6379 as s3cret-pw.")
+
+    monitor = Monitor(SETTINGS, ScanSettings(interval=5), connector=refuse)
     with capture_logs() as logs:
         monitor.step()
-    assert events(logs) == ["stuck_lock_cleared"] * 20 + ["stuck_locks_changed"]
-    assert (logs[-1]["became_stuck"], logs[-1]["cleared"], logs[-1]["stuck"]) == (0, 50, 0)
+        monitor.step()
+    assert len(attempts) == 2
+    assert (monitor.state.redis_up, monitor.state.scans_error) == (False, 2)
+    assert (
+        monitor.state.last_error == "ConnectionError: Error 111 connecting to example:6379 as ***."
+    )
+    assert events(logs) == ["redis_unavailable"]
+
+
+def test_a_failed_pass_publishes_which_nodes_were_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    nodes = (("10.0.0.1:6379", True), ("10.0.0.2:6379", False))
+
+    def one_node_down(*args: Any, **kwargs: Any) -> PassResult:
+        raise PassFailed({"10.0.0.2:6379": "ConnectionError: refused"}, nodes)
+
+    monkeypatch.setattr("lock_monitor.monitor.read_pass", one_node_down)
+    monitor = make()
+    monitor.step()
+    assert monitor.state.nodes == nodes
+    assert monitor.state.last_error == "10.0.0.2:6379: ConnectionError: refused"
+
+
+class TimedPasses:
+    """Stands in for `read_pass`: each pass takes `duration`, or fails while `down`."""
+
+    def __init__(self) -> None:
+        self.duration = 0.1
+        self.down = False
+
+    def __call__(self, *args: Any, **kwargs: Any) -> PassResult:
+        if self.down:
+            raise PassFailed({"redis://example:6379/0": "ConnectionError: gone"})
+        return PassResult(Snapshot(NOW, self.duration, 0, 0, 0, 0, ()), StuckLocks(), ())
+
+
+@pytest.fixture
+def timed(monkeypatch: pytest.MonkeyPatch) -> TimedPasses:
+    passes = TimedPasses()
+    monkeypatch.setattr("lock_monitor.monitor.read_pass", passes)
+    return passes
+
+
+def test_pacing_ends_when_passes_get_short_again(timed: TimedPasses) -> None:
+    monitor = make()
+    timed.duration = 2.0
+    assert monitor.step() == pytest.approx(38.0)  # 2 s at 5 %: 38 s of rest
+    assert monitor.state.paced
+    timed.duration = 0.1
+    assert monitor.step() == 5.0
+    assert not monitor.state.paced
+
+
+def test_a_failure_backs_off_instead_of_pacing_and_recovery_paces_again(
+    timed: TimedPasses,
+) -> None:
+    monitor = make()
+    timed.duration = 2.0
+    monitor.step()
+    timed.down = True
+    assert 0.5 <= monitor.step() <= 1.0  # the first retry comes soon
+    assert not monitor.state.paced
+    assert 1.0 <= monitor.step() <= 2.0  # then later
+    timed.down = False
+    assert monitor.step() == pytest.approx(38.0)
+    assert monitor.state.paced
+    timed.down = True
+    assert 0.5 <= monitor.step() <= 1.0  # a success resets the backoff
+
+
+def test_a_real_pass_is_paced_from_its_own_duration(redis_node: FakeScanner) -> None:
+    monitor = Monitor(SETTINGS, ScanSettings(interval=1e-6, max_redis_load=0.05))
+    monitor.step()
+    duration = monitor.state.snapshot.duration_seconds  # type: ignore[union-attr]
+    assert monitor.state.paced
+    assert monitor.state.delay_seconds == pytest.approx(duration * 19)

@@ -7,7 +7,7 @@ def lock(key: str, age: float, stuck: bool = False, ttl: float | None = 10.0) ->
 
 
 def test_counts_and_oldest_first() -> None:
-    builder = SnapshotBuilder(keep=2)
+    builder = SnapshotBuilder(keep_oldest=2)
     for item in [
         lock("a", 5),
         lock("b", 50, stuck=True),
@@ -22,8 +22,8 @@ def test_counts_and_oldest_first() -> None:
     assert snap.oldest_age_seconds == 50
 
 
-def test_keep_none_keeps_every_lock_sorted() -> None:
-    builder = SnapshotBuilder(keep=None)
+def test_keep_oldest_none_keeps_every_lock_sorted() -> None:
+    builder = SnapshotBuilder(keep_oldest=None)
     for i in range(50):
         builder.add(lock(f"k{i}", float(i % 7)))
     snap = builder.build(0, 0)

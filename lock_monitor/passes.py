@@ -1,0 +1,106 @@
+"""Reading one pass: every node once, into a snapshot, or a `PassFailed` naming what failed.
+
+The reader keeps nothing between passes: the caller hands in what it remembers (the tracker
+of first sightings, the keys stuck last time), so the daemon's loop and `lock-monitor locks`
+read the same way and only the loop publishes. The error wording lives here too, so a
+failure reads the same in logs, pages and the CLI, with secrets scrubbed out.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from redis.exceptions import AskError, ClusterCrossSlotError, ClusterDownError, TryAgainError
+
+from lock_monitor.config import RedisSettings, ScanSettings
+from lock_monitor.connection import Target, describe_tls_error
+from lock_monitor.locks import LockTracker
+from lock_monitor.scanner import read_locks
+from lock_monitor.snapshot import OLDEST_SHOWN, Snapshot, SnapshotBuilder
+from lock_monitor.stuck_log import StuckLocks
+
+NodeStatus = tuple[tuple[str, bool], ...]  # (node, read in this pass), in the order tried
+
+# Replies only a Cluster node gives: a plain client sees them when --redis-mode is wrong.
+_CLUSTER_REPLIES = (ClusterCrossSlotError, AskError, ClusterDownError, TryAgainError)
+CLUSTER_HINT = "this looks like a Redis Cluster node: use --redis-mode cluster"
+
+
+class PassFailed(Exception):
+    """A pass could not read every node; nothing from it is published.
+
+    `failures` maps each node that failed ("topology" when the list of nodes itself could
+    not be read) to one line; `nodes` says which nodes were tried and read.
+    """
+
+    def __init__(self, failures: dict[str, str], nodes: NodeStatus = ()) -> None:
+        self.failures = failures
+        self.nodes = nodes
+        super().__init__("; ".join(f"{node}: {error}" for node, error in failures.items()))
+
+    def reason(self, target: str) -> str:
+        """The failures in one line for someone who named `target`: when the only node that
+        failed is the target itself, it is not named a second time."""
+        if list(self.failures) == [target]:
+            return self.failures[target]
+        return str(self)
+
+
+@dataclass(frozen=True)
+class PassResult:
+    snapshot: Snapshot
+    stuck: StuckLocks  # what the stuck-lock log needs: every stuck key, the new ones in full
+    nodes: NodeStatus  # every node, all read
+
+
+def describe_error(exc: BaseException, settings: RedisSettings) -> str:
+    """One line for logs, pages and the CLI: what to fix where that is known, no secret."""
+    text = settings.scrub(describe_tls_error(exc) or f"{type(exc).__name__}: {exc}")
+    if settings.mode == "standalone" and isinstance(exc, _CLUSTER_REPLIES):
+        text = f"{text}; {CLUSTER_HINT}"
+    return text or type(exc).__name__
+
+
+def read_pass(
+    target: Target,
+    scan: ScanSettings,
+    tracker: LockTracker,
+    previously_stuck: Mapping[bytes, float],
+    keep_oldest: int | None = OLDEST_SHOWN,
+) -> PassResult:
+    """Read every node of `target` once; return what the pass saw, or raise `PassFailed`.
+
+    Every node is tried even after one fails, so the failure names all that are down. A
+    failed pass leaves `tracker` as it was: a partial pass must not make locks look released.
+    `keep_oldest=None` keeps every lock in the snapshot, not only the oldest few.
+    """
+    started = time.monotonic()
+    settings = target.settings
+    cluster = settings.mode == "cluster"
+    builder = SnapshotBuilder(keep_oldest=keep_oldest)
+    seen: set[bytes] = set()
+    stuck = StuckLocks()
+    failures: dict[str, str] = {}
+    nodes: list[tuple[str, bool]] = []
+    try:
+        for name, client in target.nodes():
+            try:
+                for raw in read_locks(client, scan.pattern, scan.count, seen, cluster=cluster):
+                    lock = tracker.classify(raw)
+                    builder.add(lock)
+                    if lock.stuck:
+                        stuck.add(raw.key, lock, previously_stuck)
+            except Exception as exc:  # any node failing fails the pass, after trying all
+                failures[name] = describe_error(exc, settings)
+            nodes.append((name, name not in failures))
+    except Exception as exc:  # the topology itself could not be read
+        failures["topology"] = describe_error(exc, settings)
+    if failures:
+        tracker.abandon_pass()
+        raise PassFailed(failures, tuple(nodes))
+    tracker.finish_pass()
+    builder.keys_scanned = len(seen)
+    snapshot = builder.build(time.time(), time.monotonic() - started)
+    return PassResult(snapshot, stuck, tuple(nodes))
