@@ -70,11 +70,15 @@ def line_chart(
         f'<text class="axis" x="{LEFT - 4}" y="{BOTTOM}" text-anchor="end">0</text>',
     ]
     minutes = round(span / 60)
-    for fraction, label in ((0.0, f"−{minutes} min"), (0.5, f"−{minutes // 2} min"), (1.0, "now")):
-        anchor = "start" if fraction == 0 else "end" if fraction == 1 else "middle"
-        at = LEFT + (RIGHT - LEFT) * fraction
+    ticks = (
+        (LEFT, "start", f"-{minutes} min"),
+        ((LEFT + RIGHT) / 2, "middle", f"-{minutes / 2:g} min"),
+        (RIGHT, "end", "now"),
+    )
+    for at, anchor, label in ticks:
         parts.append(
-            f'<text class="axis" x="{at:.0f}" y="{HEIGHT - 6}" text-anchor="{anchor}">{label}</text>'
+            f'<text class="axis" x="{at:.0f}" y="{HEIGHT - 6}" text-anchor="{anchor}">'
+            f"{label}</text>"
         )
     if threshold is not None:
         level = y(threshold)
@@ -95,9 +99,12 @@ def line_chart(
                 parts.append(f'<polyline class="line-{index}" points="{points}"/>')
         latest = next((v for v in reversed(values) if v is not None), None)
         peak = max((v for v in values if v is not None), default=None)
-        shown = "no data" if latest is None else f"{number(latest, one.unit)} now"
-        if peak is not None:
-            shown += f", peak {number(peak, one.unit)}"
+        shown = "no data"
+        if latest is not None and peak is not None:
+            shown = (
+                f"{number(latest, one.unit)} in the last {window.step:g} s, "
+                f"peak {number(peak, one.unit)}"
+            )
         name = html.escape(one.name.replace("_", " ") if len(series) > 1 else title)
         caption.append(f'<span class="key-{index}">{name}</span>: {shown}')
     return (
