@@ -1,5 +1,8 @@
 """Options and their validation: bad input is one line on stderr and exit code 2."""
 
+import importlib
+import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -20,6 +23,10 @@ def run_main(
     return int(exit_info.value.code or 0), out, err
 
 
+# The module, not the command of the same name that lock_monitor.cli exports.
+locks_cli = importlib.import_module("lock_monitor.cli.locks")
+
+
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in ("REDIS_HOST", "REDIS_PORT", "REDIS_PASSWORD"):
@@ -37,6 +44,9 @@ BAD_INPUTS = [
     (["run", "--redis-url", "redis://:hunter2@host:99999"], "--redis-url"),
     (["run", "--redis-url", "redis://host/abc"], "--redis-url"),
     (["run", "--pattern", ""], "--pattern"),
+    (["locks", "--from", "ftp://host:9150"], "--from"),
+    (["locks", "--from", "localhost:9150"], "--from"),
+    (["locks", "--watch", "--every", "0"], "--every"),
     (["run", "--pattern", "   "], "--pattern"),
     (["run", "--scan-count", "0"], "--scan-count"),
     (["run", "--redis-password-file", "/nonexistent/secret"], "--redis-password-file"),
@@ -187,3 +197,32 @@ def test_restore_help_states_the_max_size_default(
     default = f"Default: {MAX_SIZE_FACTOR} times the size of --db, at least {MIN_MAX_SIZE >> 30}G."
     assert default in " ".join(out.split())
     assert "LOCK_MONITOR_MAX_SIZE" in out
+
+
+@pytest.mark.parametrize(
+    ("given", "read"),
+    [
+        ("http://lm:9150", "http://lm:9150/locks"),
+        ("http://lm:9150/", "http://lm:9150/locks"),
+        ("https://lm/monitor/locks", "https://lm/monitor/locks"),
+    ],
+)
+def test_from_reads_the_daemons_locks_document(given: str, read: str) -> None:
+    assert locks_cli.daemon_url(None, None, given) == read
+
+
+def test_watch_cuts_the_table_to_the_terminal_keeping_stuck_locks_and_the_counts(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(shutil, "get_terminal_size", lambda: os.terminal_size((100, 10)))
+    lock = {"key": "", "value": "v", "ttl_seconds": None, "age_seconds": 1.0}
+    document = {
+        "target": "redis://r:6379/0",
+        "redis_up": True,
+        "pass": {"active": 6, "stuck": 1, "without_ttl": 6},
+        "locks": [lock | {"key": f"k{i}", "stuck": i == 5} for i in range(6)],
+    }
+    lines = locks_cli.screen(document, "Every 2s: ...").splitlines()
+    assert len(lines) <= 10
+    assert [line.split()[0] for line in lines[2:6]] == ["KEY", "k5", "k0", "k1"]
+    assert lines[6:] == ["… 3 more", "6 active, 1 stuck, 6 without TTL (redis://r:6379/0)"]
