@@ -19,8 +19,7 @@ from typing import Any
 
 from websockets.sync.client import ClientConnection, connect
 
-from lock_monitor.demo import free_port
-from tests.servers import require_binary, wait_for
+from tests.servers import free_port, require_binary, wait_for
 
 
 class Browser:

@@ -22,13 +22,19 @@ import click
 
 from lock_monitor import logs
 from lock_monitor.cli.options import (
-    FiniteFloat,
+    option,
     redis_options,
     redis_settings,
     scan_options,
     scan_settings,
 )
-from lock_monitor.config import RedisSettings, ScanSettings, url_without_secrets
+from lock_monitor.cli.validation import FiniteFloat
+from lock_monitor.config import (
+    DEFAULT_WATCH_EVERY,
+    RedisSettings,
+    ScanSettings,
+    url_without_secrets,
+)
 from lock_monitor.connection import connect
 from lock_monitor.errors import OperatorError
 from lock_monitor.locks import LockTracker
@@ -141,9 +147,9 @@ def screen(document: dict[str, Any], header: str) -> str:
 @click.command()
 @redis_options
 @scan_options
-@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-@click.option("--stuck", "stuck_only", is_flag=True, help="Only the stuck locks.")
-@click.option(
+@option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@option("--stuck", "stuck_only", is_flag=True, help="Only the stuck locks.")
+@option(
     "--from",
     "daemon",
     metavar="URL",
@@ -151,12 +157,11 @@ def screen(document: dict[str, Any], header: str) -> str:
     help="Print what the running daemon sees (http://HOST:9150): it knows the ages of locks "
     "whose values hold no timestamp. The Redis and pattern options are then not used.",
 )
-@click.option("--watch", is_flag=True, help="Refresh the table in place until Ctrl-C.")
-@click.option(
+@option("--watch", is_flag=True, help="Refresh the table in place until Ctrl-C.")
+@option(
     "--every",
     type=FiniteFloat(min=0.1, max=3600),
-    default=2.0,
-    show_default=True,
+    default=DEFAULT_WATCH_EVERY,
     help="Seconds between refreshes with --watch.",
 )
 def locks(
