@@ -20,7 +20,9 @@ LOCK_LIBRARIES_DOC = DOCS / "lock-libraries.md"
 _FENCE = re.compile(r"^\s*(```|~~~)")
 _HEADING = re.compile(r"^(#{1,6})\s+(.*?)\s*#*\s*$")
 _CODE_SPAN = re.compile(r"(`+)(.+?)\1")
-_INLINE_LINK = re.compile(r'!?\[[^\]]*\]\(\s*<?([^)\s>]*)>?(?:\s+"[^"]*")?\s*\)')
+_TARGET = r'\(\s*<?([^)\s>]*)>?(?:\s+"[^"]*")?\s*\)'  # (target "title")
+_INLINE_LINK = re.compile(r"!?\[[^\]]*\]" + _TARGET)
+_IMAGE = re.compile(r"!\[[^\]]*\]" + _TARGET)
 _REFERENCE_LINK = re.compile(r"^\s*\[[^\]]+\]:\s*<?(\S+?)>?(?:\s|$)")
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
 
@@ -91,6 +93,8 @@ def link_targets(text: str) -> list[str]:
     targets = []
     for line in prose_lines(text):
         line = _CODE_SPAN.sub("code", line)
+        targets += [m.group(1) for m in _IMAGE.finditer(line)]
+        line = _IMAGE.sub("image", line)  # an image as a link's text: the link counts too
         targets += [m.group(1) for m in _INLINE_LINK.finditer(line)]
         reference = _REFERENCE_LINK.match(line)
         if reference:
