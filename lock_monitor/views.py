@@ -266,21 +266,21 @@ def _details(document: dict[str, Any]) -> str:
     last, parts = document["pass"], []
     if last is not None:
         parts.append(
-            f"The last successful pass took {last['duration_seconds'] * 1000:.1f} ms over "
+            f"<p>The last successful pass took {last['duration_seconds'] * 1000:.1f} ms over "
             f"{last['keys_scanned']} keys; stuck means held longer than "
-            f"{document['stuck_threshold_seconds']:g} s."
+            f"{document['stuck_threshold_seconds']:g} s.</p>"
         )
     if document["pacing_active"]:
         parts.append(
-            f"Pacing: passes are long, so the wait is stretched to "
-            f"{document['next_pass_delay_seconds']:.1f}s to bound the load on Redis."
+            f"<p>Pacing: passes are long, so the wait is stretched to "
+            f"{document['next_pass_delay_seconds']:.1f}s to bound the load on Redis.</p>"
         )
     nodes = "".join(
         f"<li>{esc(n['node'])}: {'up' if n['up'] else 'DOWN'}</li>" for n in document["nodes"]
     )
     if nodes:
-        parts.append(f"Read in the last pass ({esc(document['mode'])}):<ul>{nodes}</ul>")
-    return "".join(f"<p>{part}</p>" for part in parts)
+        parts.append(f"<p>Read in the last pass ({esc(document['mode'])}):</p><ul>{nodes}</ul>")
+    return "".join(parts)
 
 
 def status_page(
@@ -301,8 +301,11 @@ def status_page(
     else:
         title = f"{last['stuck']} stuck, {last['active']} active"
     drawn = charts(window, series, document["stuck_threshold_seconds"]) if window else ""
-    shown, active = len(document["locks"]), last["active"] if last else 0
-    caption = f"all {shown} locks" if shown == active else f"the {shown} oldest of {active} locks"
+    caption = ""
+    if last is not None:
+        shown, active = len(document["locks"]), last["active"]
+        every = f"all {shown} locks" if shown == active else f"the {shown} oldest of {active} locks"
+        caption = f'<p class="caption">{every}, stuck first</p>'
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
@@ -321,7 +324,7 @@ def status_page(
 <h2>Locks</h2>
 <p class="filter" hidden><label>Filter by key <input id="filter" type="search"
  autocomplete="off" placeholder="part of a key"></label> <span id="shown"></span></p>
-<section id="locks" class="locks{stale}" data-live><p class="caption">{caption}, stuck first</p>
+<section id="locks" class="locks{stale}" data-live>{caption}
 {_table(document)}</section>
 <section id="details" class="details" data-live>{_details(document)}</section>
 <noscript><p>Reload the page for newer data.</p></noscript>
