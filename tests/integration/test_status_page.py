@@ -39,12 +39,9 @@ def test_the_page_shows_counts_charts_and_locks_stuck_first(
     chromium: Browser, monitor: MonitorProcess, redis_srv: RedisServer
 ) -> None:
     chromium.open(monitor.base + "/")
-    assert chromium.evaluate(COUNTS) == {
-        "active": "6",
-        "stuck": "2",
-        "without TTL": "1",
-        "oldest age": chromium.evaluate(COUNTS)["oldest age"],
-    }
+    counts = chromium.evaluate(COUNTS)
+    assert float(counts.pop("oldest age").rstrip("s")) >= 90  # mixed_locks' stuck ones
+    assert counts == {"active": "6", "stuck": "2", "without TTL": "1"}
     assert chromium.evaluate("document.querySelector('[data-count=stuck]').className") == (
         "tile stuck alert"
     )
