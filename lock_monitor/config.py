@@ -37,6 +37,7 @@ DEFAULT_INTERVAL = 5.0
 MAX_INTERVAL = 86_400.0
 DEFAULT_MAX_REDIS_LOAD = 0.05
 DEFAULT_EVENTS: EventsMode = "auto"  # follow keyspace events between passes (docs/events.md)
+DEFAULT_WATCH_EVERY = 2.0  # seconds between refreshes of `locks --watch`
 
 # HTTP and logs.
 DEFAULT_LISTEN_ADDRESS = "0.0.0.0"

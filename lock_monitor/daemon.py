@@ -79,7 +79,9 @@ def serve(
         redis.target(),
         redis.mode,
         scan.interval,
-        view,
+        stuck_threshold=scan.stuck_threshold,
+        history=monitor.history,
+        events=view,
     )
     try:
         server = HttpServer(app, server_settings.listen_address, server_settings.port)

@@ -17,6 +17,7 @@ import structlog
 from lock_monitor.config import RedisSettings, ScanSettings
 from lock_monitor.connection import Target, connect
 from lock_monitor.events import Events
+from lock_monitor.history import History
 from lock_monitor.liveset import PassLock
 from lock_monitor.locks import LockTracker
 from lock_monitor.passes import NodeStatus, PassFailed, PassResult, describe_error, read_pass
@@ -61,6 +62,7 @@ class Monitor:
     scan: ScanSettings
     connector: Callable[[RedisSettings], Target] = connect
     log: Any = field(default_factory=lambda: structlog.get_logger("lock_monitor"))
+    history: History = field(default_factory=History)  # the recent passes, for the page's charts
     events: Events | None = None  # the keyspace-event subscribers, when --events is not off
 
     def __post_init__(self) -> None:
@@ -149,7 +151,17 @@ class Monitor:
         self._failures = 0
         log_stuck_changes(self.log, result.stuck, self._stuck)
         self._stuck = result.stuck.ages
-        duration = result.snapshot.duration_seconds
+        snapshot = result.snapshot
+        self.history.record(
+            snapshot.completed_at,
+            {
+                "active": snapshot.active,
+                "stuck": snapshot.stuck,
+                "without_ttl": snapshot.without_ttl,
+                "oldest_age_seconds": snapshot.oldest_age_seconds,
+            },
+        )
+        duration = snapshot.duration_seconds
         delay = paced_delay(duration, self.scan.interval, self.scan.max_redis_load)
         self._min_wait = paced_delay(duration, 0.0, self.scan.max_redis_load)
         self.state = replace(

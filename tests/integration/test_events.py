@@ -137,6 +137,9 @@ def test_a_scripted_run_is_counted_exactly(tmp_path: Path) -> None:
         assert outcomes == {"evicted"}  # the most recent ends, newest first
         assert all(end["key"].startswith("lock:appointment:") for end in document["recent_ends"])
         assert "evicted" in monitor.get("/")[1]
+        table = run_monitor("locks", "--from", monitor.base).stdout
+        assert f"{RELEASED} released, {CRASHED} expired, {evicted} evicted" in table
+        assert "evicted: lock:appointment:" in table
         # All of it without a pass: the events did it.
         assert monitor.value("lock_monitor_scans_total", result="success") == scans
 
