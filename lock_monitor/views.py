@@ -167,8 +167,9 @@ def stuck_first(locks: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def lock_table(document: dict[str, Any]) -> str:
-    """The locks as aligned columns (the value last: it may be long), stuck ones first, then
-    the counts, and why some ages are unknown when they are."""
+    """The locks as aligned columns (the value last: it may be long), stuck ones first, the
+    keyspace events' line and last ends when there are events, then the counts, and why some
+    ages are unknown when they are."""
     header = ("KEY", "AGE", "TTL", "STUCK", "VALUE")
     lines = [header] + [
         (lock["key"], age(lock), seconds(lock["ttl_seconds"]), stuck_word(lock), lock["value"])
@@ -197,7 +198,7 @@ def lock_table(document: dict[str, Any]) -> str:
             for end in events["recent_ends"]
         ]
     )
-    return "\n".join([*rows, summary, *why, *([events_summary(events)] if events else []), *ends])
+    return "\n".join([*rows, *([events_summary(events)] if events else []), *ends, summary, *why])
 
 
 # --- the status page -------------------------------------------------------------------------
