@@ -396,12 +396,12 @@ def status_page(
 <p id="exporter" class="status down" hidden></p>
 <section id="counts" class="counts{stale}" data-live>{_counts(document)}</section>
 <section id="charts" class="charts{stale}" data-live>{drawn}</section>
+<section id="events" class="events" data-live>{events_section(document.get("events"))}</section>
 <h2>Locks</h2>
 <p class="filter" hidden><label>Filter by key <input id="filter" type="search"
  autocomplete="off" placeholder="part of a key"></label> <span id="shown"></span></p>
 <section id="locks" class="locks{stale}" data-live>{caption}
 {_table(document)}</section>
-<section id="events" class="events" data-live>{events_section(document.get("events"))}</section>
 <section id="details" class="details" data-live>{_details(document)}</section>
 <noscript><p>Reload the page for newer data.</p></noscript>
 <footer><a href="/metrics">/metrics</a> · <a href="/locks">/locks</a> (JSON) ·
