@@ -66,7 +66,14 @@ def serve(
     monitor = Monitor(redis, scan, log=log)
     registry = build_registry(lambda: monitor.state, redis.mode)
     app = App(
-        lambda: monitor.state, monitor.is_alive, registry, redis.target(), redis.mode, scan.interval
+        lambda: monitor.state,
+        monitor.is_alive,
+        registry,
+        redis.target(),
+        redis.mode,
+        scan.interval,
+        stuck_threshold=scan.stuck_threshold,
+        history=monitor.history,
     )
     try:
         server = HttpServer(app, server_settings.listen_address, server_settings.port)

@@ -1,11 +1,13 @@
 import json
 import urllib.request
+from pathlib import Path
 from typing import Any
 from wsgiref.util import setup_testing_defaults
 
 import pytest
 from prometheus_client import exposition
 
+import lock_monitor
 from lock_monitor.locks import Lock
 from lock_monitor.metrics import build_registry
 from lock_monitor.monitor import MonitorState
@@ -76,6 +78,19 @@ def test_status_page_is_html() -> None:
     assert status == "200 OK"
     assert headers["Content-Type"] == "text/html; charset=utf-8"
     assert "&lt;script&gt;" in body  # rendered by views.status_page, escaped
+
+
+@pytest.mark.parametrize(
+    ("name", "content_type"),
+    [("page.js", "text/javascript; charset=utf-8"), ("page.css", "text/css; charset=utf-8")],
+)
+def test_the_page_script_and_style_are_served_from_the_package(
+    name: str, content_type: str
+) -> None:
+    status, headers, body = call(MonitorState(), f"/static/{name}")
+    assert (status, headers["Content-Type"]) == ("200 OK", content_type)
+    assert body == (Path(lock_monitor.__file__).parent / "static" / name).read_text()
+    assert call(MonitorState(), "/static/../web.py")[0].startswith("404")
 
 
 def test_locks_json() -> None:
