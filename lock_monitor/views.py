@@ -2,8 +2,8 @@
 
 `/locks` and `lock-monitor locks --json` print the document itself; the table (`locks`) and
 the page (`/`) are rendered from it, so the three never disagree on a field or a spelling.
-Keys and values were already made printable and bounded by `locks.display`; the page
-escapes them as well.
+Keys and values arrive bounded by `locks.display` but may hold any character: every human
+view passes its text through `printable` (the page then HTML-escapes it); JSON stays exact.
 """
 
 from __future__ import annotations
@@ -16,6 +16,25 @@ from lock_monitor.locks import Lock
 from lock_monitor.monitor import MonitorState
 
 NO_TTL = "never"  # how a lock without a TTL reads wherever a person reads it
+_SHORT_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def printable(text: str) -> str:
+    """`text` with every control or invisible format character shown as an escape (`\\x1b`,
+    `\\n`, `\\u202e`), for terminals and pages: data from Redis must not clear a screen, set a
+    window title, draw fake rows or reverse text. The one function for all human output."""
+    if text.isprintable():
+        return text
+    return "".join(char if char.isprintable() else _escape(char) for char in text)
+
+
+def _escape(char: str) -> str:
+    code = ord(char)
+    if char in _SHORT_ESCAPES:
+        return _SHORT_ESCAPES[char]
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
 
 
 def status_document(
@@ -64,11 +83,11 @@ def lock_table(document: dict[str, Any]) -> str:
     header = ("KEY", "AGE", "TTL", "STUCK", "VALUE")
     lines = [header] + [
         (
-            lock["key"],
+            printable(lock["key"]),
             seconds(lock["age_seconds"]),
             seconds(lock["ttl_seconds"]),
             "yes" if lock["stuck"] else "no",
-            lock["value"],
+            printable(lock["value"]),
         )
         for lock in document["locks"]
     ]
@@ -82,14 +101,18 @@ def lock_table(document: dict[str, Any]) -> str:
     last = document["pass"]
     summary = (
         f"{last['active']} active, {last['stuck']} stuck, {last['without_ttl']} without TTL "
-        f"({document['target']})"
+        f"({printable(document['target'])})"
     )
     return "\n".join([*rows, summary])
 
 
+def _html_text(text: str) -> str:
+    return html.escape(printable(text))
+
+
 def status_page(document: dict[str, Any]) -> str:
     """The page at `/`: health, the last pass, the oldest locks; everything shown is escaped."""
-    esc = html.escape
+    esc = _html_text
     last = document["pass"]
     rows = "".join(
         f"<tr><td>{esc(lock['key'])}</td><td>{seconds(lock['age_seconds'])}</td>"

@@ -19,7 +19,7 @@ from lock_monitor.monitor import MonitorState
 from lock_monitor.passes import PassResult
 from lock_monitor.snapshot import Snapshot
 from lock_monitor.stuck_log import StuckLocks
-from lock_monitor.views import NO_TTL, lock_table, status_document, status_page
+from lock_monitor.views import NO_TTL, lock_table, printable, status_document, status_page
 from lock_monitor.web import App
 
 NOW = 1_800_000_000.0
@@ -142,3 +142,40 @@ def test_status_page_says_when_pacing_stretches_the_wait() -> None:
     assert "38.0s" in page
     calm = MonitorState(redis_up=True, snapshot=SNAPSHOT, delay_seconds=5.0)
     assert "Pacing" not in status_page(status_document(calm, TARGET, "standalone", NOW))
+
+
+# Terminal escapes a key, a value or an error text could carry: clear screen, window title,
+# an OSC 8 link, a CSI as one C1 byte, a fake row via CR/LF, DEL, and a right-to-left override.
+HOSTILE = "\x1b[2J\x1b]0;owned\x07\x1b]8;;http://x\x1b\\link\x9b31m\r\nfake row\x7f\u202eabc"
+CONTROLS = [chr(c) for c in [*range(0x20), *range(0x7F, 0xA0)]] + ["\u202e", "\u2028"]
+
+
+def test_printable_shows_every_control_character_as_an_escape() -> None:
+    shown = printable(HOSTILE)
+    assert not any(char in shown for char in CONTROLS)
+    assert shown == (
+        "\\x1b[2J\\x1b]0;owned\\x07\\x1b]8;;http://x\\x1b\\link\\x9b31m"
+        "\\r\\nfake row\\x7f\\u202eabc"
+    )
+    for text in ["lock:appointment:42", "1764180000000:api-7f9c", "réservation ✓ 予約", ""]:
+        assert printable(text) == text  # printable text, whatever the script, is left alone
+
+
+HOSTILE_LOCK = Lock("lock:" + HOSTILE, HOSTILE, "string", 5.0, 40.0, "value", True)
+
+
+def test_table_and_page_never_print_raw_control_characters() -> None:
+    state = MonitorState(
+        redis_up=True,
+        snapshot=Snapshot(NOW - 2, 0.25, 1, 1, 1, 0, (HOSTILE_LOCK,)),
+        last_error="ResponseError: " + HOSTILE,
+        nodes=((HOSTILE, True),),
+    )
+    document = status_document(state, TARGET, "standalone", NOW)
+    table, page = lock_table(document), status_page(document)
+    assert len(table.splitlines()) == 3  # header, the one lock, the counts: no fake row
+    assert not any(char in table.replace("\n", "") for char in CONTROLS)
+    assert not any(char in page.replace("\n", "") for char in CONTROLS)
+    assert "\\x1b]0;owned\\x07" in table
+    assert "\\x1b]0;owned\\x07" in page
+    assert document["locks"][0]["key"] == HOSTILE_LOCK.key  # the JSON stays exact
