@@ -8,6 +8,7 @@ from urllib.parse import urlsplit
 
 RedisMode = Literal["standalone", "cluster", "sentinel"]
 REDIS_SCHEMES = ("redis", "rediss")
+ERROR_TEXT_LIMIT = 300  # characters of an error text kept, after the passwords are removed
 
 
 def url_without_secrets(url: str) -> str:
@@ -42,12 +43,14 @@ class RedisSettings:
         return url_without_secrets(self.url or "")
 
     def scrub(self, text: str) -> str:
-        """The first line of an error message, with every password of these settings removed."""
+        """The first line of an error message, with every password of these settings removed,
+        and cut to ERROR_TEXT_LIMIT characters: a server's error text is hostile too, and it is
+        kept in the state, logged, and served on every page."""
         text = text.strip().splitlines()[0] if text.strip() else ""
         for secret in (self.password, self.sentinel_password, _url_password(self.url)):
             if secret:
                 text = text.replace(secret, "***")
-        return text
+        return text if len(text) <= ERROR_TEXT_LIMIT else text[:ERROR_TEXT_LIMIT] + "…"
 
     def redacted(self) -> dict[str, object]:
         return {

@@ -30,7 +30,7 @@ from prometheus_client.exposition import (
 from prometheus_client.registry import CollectorRegistry
 
 from lock_monitor.monitor import MonitorState
-from lock_monitor.views import status_document, status_page
+from lock_monitor.views import printable, status_document, status_page
 
 READY_WITHIN_INTERVALS = 3
 TEXT = "text/plain; charset=utf-8"
@@ -94,7 +94,7 @@ class App:
     def readyz(self, now: float) -> Response:
         reason = readiness(self.state(), self.interval, now)
         if reason:
-            return HTTPStatus.SERVICE_UNAVAILABLE, reason + "\n", TEXT
+            return HTTPStatus.SERVICE_UNAVAILABLE, printable(reason) + "\n", TEXT
         return HTTPStatus.OK, "ready\n", TEXT
 
     def locks(self, now: float) -> Response:
@@ -112,7 +112,11 @@ def _reply(
     data = body.encode()
     start_response(
         f"{status.value} {status.phrase}",
-        [("Content-Type", content_type), ("Content-Length", str(len(data)))],
+        [
+            ("Content-Type", content_type),
+            ("Content-Length", str(len(data))),
+            ("X-Content-Type-Options", "nosniff"),  # text/plain holding a server's text
+        ],
     )
     return [data]
 

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import redis
 
-from lock_monitor.config import RedisSettings, ScanSettings
+from lock_monitor.config import ERROR_TEXT_LIMIT, RedisSettings, ScanSettings
 from lock_monitor.locks import LockTracker, RawLock
 from lock_monitor.passes import CLUSTER_HINT, PassFailed, describe_error, read_pass
 from lock_monitor.snapshot import OLDEST_SHOWN
@@ -171,3 +171,14 @@ def test_cluster_replies_in_standalone_mode_hint_at_the_cluster_mode(error: Exce
     assert describe_error(error, standalone).endswith(f"; {CLUSTER_HINT}")
     assert CLUSTER_HINT not in describe_error(error, SETTINGS)  # already in cluster mode
     assert CLUSTER_HINT not in describe_error(redis.ResponseError("WRONGTYPE"), standalone)
+
+
+def test_a_huge_error_text_is_cut_and_the_hint_still_shows() -> None:
+    standalone = RedisSettings(url="redis://:s3cret-pw@r:6379/0")
+    error = redis.exceptions.ClusterDownError("CLUSTERDOWN " + "x" * 1_000_000 + " s3cret-pw")
+    text = describe_error(error, standalone)
+    assert text.startswith("ClusterDownError: CLUSTERDOWN xxx")
+    assert text.endswith(f"xxx…; {CLUSTER_HINT}")
+    assert len(text) == ERROR_TEXT_LIMIT + len(f"…; {CLUSTER_HINT}")
+    cut_secret = redis.AuthenticationError("x" * (ERROR_TEXT_LIMIT - 25) + "s3cret-pw")
+    assert "s3cret" not in describe_error(cut_secret, standalone)  # scrubbed before it is cut
