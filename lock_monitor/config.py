@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Literal
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 RedisMode = Literal["standalone", "cluster", "sentinel"]
 REDIS_SCHEMES = ("redis", "rediss")
@@ -47,9 +47,10 @@ class RedisSettings:
         and cut to ERROR_TEXT_LIMIT characters: a server's error text is hostile too, and it is
         kept in the state, logged, and served on every page."""
         text = text.strip().splitlines()[0] if text.strip() else ""
-        for secret in (self.password, self.sentinel_password, _url_password(self.url)):
-            if secret:
-                text = text.replace(secret, "***")
+        in_url = _url_password(self.url)
+        secrets = (self.password, self.sentinel_password, in_url, in_url and unquote(in_url))
+        for secret in sorted(filter(None, secrets), key=len, reverse=True):  # longest first
+            text = text.replace(secret, "***")
         return text if len(text) <= ERROR_TEXT_LIMIT else text[:ERROR_TEXT_LIMIT] + "…"
 
     def redacted(self) -> dict[str, object]:

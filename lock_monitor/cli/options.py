@@ -12,12 +12,7 @@ from urllib.parse import urlsplit
 import click
 
 from lock_monitor import logs
-from lock_monitor.config import (
-    REDIS_SCHEMES,
-    RedisSettings,
-    ScanSettings,
-    url_without_secrets,
-)
+from lock_monitor.config import REDIS_SCHEMES, RedisSettings, ScanSettings
 from lock_monitor.connection import uses_tls
 
 ENV_PREFIX = "LOCK_MONITOR_"
@@ -37,26 +32,56 @@ def option(*decls: str, **kwargs: Any) -> Callable[[F], F]:
 
 
 def _redis_url(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """A usable redis:// or rediss:// URL. An error names the problem only, never any part of
+    the URL: a password with a `/`, `?` or `#` in it would be split across the parts."""
     if value is None:
         return None
-    shown = url_without_secrets(value) if "://" in value else value
+    problem = url_problem(value)
+    if problem:
+        raise click.BadParameter(problem)
+    return value
+
+
+def url_problem(url: str) -> str | None:
+    """What is wrong with a Redis URL, in words that quote none of it; None if nothing."""
+    scheme, separator, rest = url.partition("://")
+    if not separator:
+        if url.lower().startswith(("redis:", "rediss:")):
+            return "write two slashes after the scheme: redis://HOST[:PORT][/DB]"
+        return "not a URL: expected redis://HOST[:PORT][/DB], or rediss://... for TLS"
+    if scheme not in REDIS_SCHEMES:
+        if scheme.lower() in REDIS_SCHEMES:
+            return "write the scheme in lower case: redis:// or rediss://"
+        return "the scheme must be redis:// or rediss:// (TLS)"
+    authority_end = min((i for i in map(rest.find, "/?#") if i >= 0), default=len(rest))
+    if "@" in rest[authority_end:]:
+        return (
+            "the user name or password holds a '/', '?' or '#': percent-encode it (%2F, %3F, "
+            "%23), or pass the password in REDIS_PASSWORD or --redis-password-file"
+        )
     try:
-        parts = urlsplit(value)
-        port_ok = parts.port is None or 0 < parts.port < 65536
-        db = parts.path.strip("/")
+        parts = urlsplit(url)
     except ValueError:
-        port_ok, parts, db = False, urlsplit(""), ""
-    if parts.scheme not in REDIS_SCHEMES or not parts.hostname or not port_ok:
-        raise click.BadParameter(f"{shown!r} is not a redis:// or rediss:// URL with a host")
-    if db and not db.isdigit():
-        raise click.BadParameter(f"{shown!r}: the database must be a number, not {db!r}")
+        return (
+            "the host cannot be read: an IPv6 address goes in brackets (redis://[::1]:6379/0), "
+            "and a '[' or ']' in a password must be percent-encoded (%5B, %5D)"
+        )
+    if not parts.hostname:
+        return "the URL names no host: redis://HOST[:PORT][/DB]"
+    try:
+        port_ok = parts.port != 0
+    except ValueError:
+        port_ok = False
+    if not port_ok:
+        return "a port is a number from 1 to 65535"
+    database = parts.path.strip("/")
+    if database and not database.isdigit():
+        return "the database (the path) must be a number, such as /0"
     if parts.query or parts.fragment:
         # redis-py lets URL options override ours (ssl_cert_reqs=none, socket_timeout=600),
         # silently turning off TLS checks or timeouts: each has an option of its own here.
-        raise click.BadParameter(
-            f"{shown!r}: options in the URL are not accepted; use the --redis-* options"
-        )
-    return value
+        return "options in the URL are not accepted; use the --redis-* options"
+    return None
 
 
 def _default_redis_url() -> str:

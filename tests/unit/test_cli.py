@@ -106,6 +106,54 @@ def test_environment_variables_are_validated_too(
     assert len(err.strip().splitlines()) == 1
 
 
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("redis://u:hun/ter2@db-7f3:6379/0", "percent-encode it (%2F, %3F, %23)"),
+        ("redis://:hun#ter2@db-7f3/0", "percent-encode it"),
+        ("redis://:hun?ter2@db-7f3/0", "percent-encode it"),
+        ("redis:/db-7f3:6379/0", "two slashes after the scheme"),
+        ("redis:db-7f3", "two slashes after the scheme"),
+        ("REDISS://db-7f3:6380/0", "lower case"),
+        ("Redis://db-7f3", "lower case"),
+        ("http://db-7f3:6379", "must be redis:// or rediss://"),
+        ("db-7f3:6379", "not a URL"),
+        ("redis://u:hunter2@[fe80::9/0", "an IPv6 address goes in brackets"),
+        ("redis://u:hun[ter2@db-7f3/0", "percent-encoded (%5B, %5D)"),
+        ("redis://:hunter2@db-7f3:99999/0", "a port is a number from 1 to 65535"),
+        ("redis://:hunter2@db-7f3:0/0", "a port is a number from 1 to 65535"),
+        ("redis://:hunter2@db-7f3/abc", "must be a number, such as /0"),
+        ("redis://:hunter2@/0", "names no host"),
+        ("rediss://:hunter2@db-7f3/0#frag", "options in the URL are not accepted"),
+    ],
+)
+def test_a_bad_url_is_named_without_quoting_any_of_it(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], url: str, problem: str
+) -> None:
+    """From the environment (where a password is allowed), so only the URL's own problem shows."""
+    monkeypatch.setenv("LOCK_MONITOR_REDIS_URL", url)
+    code, _, err = run_main(monkeypatch, capsys, "locks")
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1, err
+    assert problem in err
+    for part in ("hun", "ter2", "db-7f3", "fe80", "abc", "frag"):
+        assert part not in err
+
+
+def test_a_password_in_the_url_is_fine_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from lock_monitor.cli.options import url_problem
+
+    url = "redis://lockmon:hunter2@127.0.0.1:1/0"
+    assert url_problem(url) is None
+    monkeypatch.setenv("LOCK_MONITOR_REDIS_URL", url)
+    code, _, err = run_main(monkeypatch, capsys, "locks", "--redis-timeout", "0.5")
+    assert code == 1  # accepted; nothing listens on port 1
+    assert "cannot read locks from redis://lockmon@127.0.0.1:1/0" in err
+    assert "hunter2" not in err
+
+
 def test_empty_password_file_is_refused(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
