@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import click
+from click.core import ParameterSource
 
 from lock_monitor import logs
 from lock_monitor.config import REDIS_SCHEMES, RedisSettings, ScanSettings
@@ -39,6 +40,12 @@ def _redis_url(ctx: click.Context, param: click.Parameter, value: str | None) ->
     problem = url_problem(value)
     if problem:
         raise click.BadParameter(problem)
+    if urlsplit(value).password and _from_command_line(ctx, param):
+        raise click.BadParameter(
+            "a password in the URL on the command line shows in `ps`: set the URL in "
+            "LOCK_MONITOR_REDIS_URL instead, or the password in REDIS_PASSWORD or a file "
+            "(--redis-password-file)"
+        )
     return value
 
 
@@ -84,6 +91,10 @@ def url_problem(url: str) -> str | None:
     return None
 
 
+def _from_command_line(ctx: click.Context, param: click.Parameter) -> bool:
+    return ctx.get_parameter_source(param.name or "") is ParameterSource.COMMANDLINE
+
+
 def _default_redis_url() -> str:
     """The guide's backend convention: REDIS_HOST and REDIS_PORT, else localhost:6379."""
     host = os.environ.get("REDIS_HOST") or "localhost"
@@ -100,7 +111,7 @@ def _not_empty(ctx: click.Context, param: click.Parameter, value: str) -> str:
 def _env_only(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
     """Passwords on the command line show in `ps` and in pod specs: only the environment."""
     names = [param.envvar] if isinstance(param.envvar, str) else list(param.envvar or [])
-    if value is not None and value not in [os.environ.get(name) for name in names]:
+    if value is not None and _from_command_line(ctx, param):
         raise click.BadParameter(f"pass the password in {names[-1]} or a password file, not here")
     return value
 

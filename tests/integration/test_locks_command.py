@@ -9,6 +9,7 @@ from tests.servers import (
     cli_error,
     free_port,
     mixed_locks,
+    monitor_env,
     one_node_cluster,
     run_monitor,
 )
@@ -42,8 +43,8 @@ def test_json_and_stuck_only(redis_srv: RedisServer) -> None:
 
 
 def test_unreachable_redis_is_one_line_and_exit_1() -> None:
-    url = f"redis://:hunter2@127.0.0.1:{free_port()}/0"
-    line = cli_error(run_monitor("locks", "--redis-url", url, "--redis-timeout", "1"))
+    env = monitor_env(LOCK_MONITOR_REDIS_URL=f"redis://:hunter2@127.0.0.1:{free_port()}/0")
+    line = cli_error(run_monitor("locks", "--redis-timeout", "1", env=env))
     assert "cannot read locks from redis://127.0.0.1:" in line
     assert line.count("redis://") == 1  # the target once, not again as the node
     assert "hunter2" not in line

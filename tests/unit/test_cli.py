@@ -57,6 +57,9 @@ BAD_INPUTS = [
     (["run", "--redis-url", "rediss://h:6380/0?ssl_cert_reqs=none"], "options in the URL"),
     (["run", "--redis-url", "redis://h/0?socket_timeout=600"], "options in the URL"),
     (["locks", "--redis-password", "hunter2"], "REDIS_PASSWORD"),
+    (["run", "--redis-url", "redis://lockmon:hunter2@redis:6379/0"], "LOCK_MONITOR_REDIS_URL"),
+    (["locks", "--redis-url", "rediss://:hunter2@[::1]:6380/0"], "shows in `ps`"),
+    (["backup", "redis", "--redis-url", "redis://:hunter2@r/0", "--dest", "/"], "in `ps`"),
     (["locks", "--sentinel-password", "hunter2"], "LOCK_MONITOR_SENTINEL_PASSWORD"),
     *(
         (["restore", "sqlite", "/dev/null", "--db", "x.db", "--max-size", size], "--max-size")
