@@ -48,8 +48,6 @@ def serve(
         scan=asdict(scan),
         http=asdict(server_settings),
     )
-    if redis.tls_insecure:
-        log.warning("tls_verification_disabled", target=redis.target())
 
     monitor = Monitor(redis, scan, log=log)
     registry = build_registry(lambda: monitor.state, redis.mode)

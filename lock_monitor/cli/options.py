@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import click
+import structlog
 from click.core import ParameterSource
 
 from lock_monitor import logs
@@ -319,6 +320,10 @@ def redis_settings(params: dict[str, Any]) -> RedisSettings:
     if (settings.ca_file or settings.cert_file or settings.tls_insecure) and not uses_tls(settings):
         raise click.UsageError(
             "--redis-ca-file, --redis-cert-file and --redis-tls-insecure need a rediss:// URL"
+        )
+    if settings.tls_insecure:  # every command that reads Redis says so, once, at its start
+        structlog.get_logger("lock_monitor").warning(
+            "tls_verification_disabled", target=settings.target()
         )
     return settings
 
