@@ -1,14 +1,60 @@
-"""Settings, as validated by the CLI: immutable, and safe to log through `redacted()`."""
+"""Every default and limit, and the settings built from them: immutable, safe to log through
+`redacted()`.
+
+The settings, the command-line options and their --help all read the values here, so each
+is written once.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Final, Literal, get_args
 from urllib.parse import unquote, urlsplit
 
 RedisMode = Literal["standalone", "cluster", "sentinel"]
+REDIS_MODES: tuple[RedisMode, ...] = get_args(RedisMode)
 REDIS_SCHEMES = ("redis", "rediss")
 ERROR_TEXT_LIMIT = 300  # characters of an error text kept, after the passwords are removed
+
+# Redis: the backend's REDIS_HOST and REDIS_PORT convention falls back to these.
+DEFAULT_REDIS_HOST = "localhost"
+DEFAULT_REDIS_PORT = 6379
+DEFAULT_REDIS_URL = f"redis://{DEFAULT_REDIS_HOST}:{DEFAULT_REDIS_PORT}/0"
+DEFAULT_REDIS_MODE: RedisMode = "standalone"
+DEFAULT_REDIS_TIMEOUT = 5.0
+MAX_REDIS_TIMEOUT = 300.0
+
+# A pass: what it looks for and how hard it may press on Redis.
+LOCK_KEY_PREFIX = "lock:appointment:"
+DEFAULT_PATTERN = LOCK_KEY_PREFIX + "*"
+DEFAULT_SCAN_COUNT = 1000
+# One SCAN call at COUNT 10,000 costs Redis a few milliseconds at most; far larger counts make a
+# single call block it (COUNT 1,000,000,000 over a million keys: 0.6 s in the slow log).
+MAX_SCAN_COUNT = 10_000
+DEFAULT_STUCK_THRESHOLD = 30.0
+DEFAULT_INTERVAL = 5.0
+MAX_INTERVAL = 86_400.0
+DEFAULT_MAX_REDIS_LOAD = 0.05
+
+# HTTP and logs.
+DEFAULT_LISTEN_ADDRESS = "0.0.0.0"
+DEFAULT_PORT = 9150
+DEFAULT_LOG_LEVEL = "info"
+DEFAULT_LOG_FORMAT: Final = "auto"  # Final: its type is the literal, a logs.LogFormat
+
+# The demo: one machine, quick passes, only reachable from it.
+DEMO_INTERVAL = 1.0
+DEMO_LISTEN_ADDRESS = "127.0.0.1"
+
+# Backups: the CronJobs' volume, and how many days of each kind are kept.
+DEFAULT_BACKUP_DIR = "/backup"
+DEFAULT_REDIS_BACKUP_KEEP_DAYS = 7
+DEFAULT_SQLITE_BACKUP_KEEP_DAYS = 14
+# By default a restore decompresses at most this many times the size of the database it
+# replaces, and at least RESTORE_MIN_MAX_SIZE bytes: room for any real growth, a bound on a
+# gzip bomb.
+RESTORE_MAX_SIZE_FACTOR = 10
+RESTORE_MIN_MAX_SIZE = 1 << 30
 
 
 def url_without_secrets(url: str) -> str:
@@ -22,8 +68,8 @@ def url_without_secrets(url: str) -> str:
 
 @dataclass(frozen=True)
 class RedisSettings:
-    url: str | None = "redis://localhost:6379/0"
-    mode: RedisMode = "standalone"
+    url: str | None = DEFAULT_REDIS_URL
+    mode: RedisMode = DEFAULT_REDIS_MODE
     username: str | None = None
     password: str | None = field(default=None, repr=False)
     ca_file: str | None = None
@@ -33,7 +79,7 @@ class RedisSettings:
     sentinels: tuple[tuple[str, int], ...] = ()
     sentinel_master: str | None = None
     sentinel_password: str | None = field(default=None, repr=False)
-    timeout: float = 5.0
+    timeout: float = DEFAULT_REDIS_TIMEOUT
 
     def target(self) -> str:
         """What the monitor watches, in words an operator recognises, without secrets."""
@@ -72,14 +118,14 @@ def _url_password(url: str | None) -> str | None:
 
 @dataclass(frozen=True)
 class ScanSettings:
-    pattern: str = "lock:appointment:*"
-    count: int = 1000
-    stuck_threshold: float = 30.0
-    interval: float = 5.0
-    max_redis_load: float = 0.05
+    pattern: str = DEFAULT_PATTERN
+    count: int = DEFAULT_SCAN_COUNT
+    stuck_threshold: float = DEFAULT_STUCK_THRESHOLD
+    interval: float = DEFAULT_INTERVAL
+    max_redis_load: float = DEFAULT_MAX_REDIS_LOAD
 
 
 @dataclass(frozen=True)
 class ServerSettings:
-    listen_address: str = "0.0.0.0"
-    port: int = 9150
+    listen_address: str = DEFAULT_LISTEN_ADDRESS
+    port: int = DEFAULT_PORT

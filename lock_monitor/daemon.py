@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import signal
 import threading
 from collections.abc import Callable
@@ -32,6 +33,17 @@ def stop_on_signals(log: Any) -> threading.Event:
     return stop
 
 
+def listen_error(server_settings: ServerSettings, exc: OSError) -> OperatorError:
+    """Why HTTP cannot be served, naming the option that fixes it."""
+    host, port = server_settings.listen_address, server_settings.port
+    where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    if exc.errno in (errno.EADDRINUSE, errno.EACCES):
+        fix = "choose another port with --port or LOCK_MONITOR_PORT"
+    else:
+        fix = "check --listen-address or LOCK_MONITOR_LISTEN_ADDRESS"
+    return OperatorError(f"cannot listen on {where}: {exc.strerror or exc}; {fix}")
+
+
 def serve(
     redis: RedisSettings,
     scan: ScanSettings,
@@ -57,10 +69,7 @@ def serve(
     try:
         server = HttpServer(app, server_settings.listen_address, server_settings.port)
     except OSError as exc:
-        raise OperatorError(
-            f"cannot listen on {server_settings.listen_address}:{server_settings.port}: "
-            f"{exc.strerror or exc}"
-        ) from None
+        raise listen_error(server_settings, exc) from None
 
     monitor.start()
     server.start()

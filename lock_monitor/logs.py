@@ -9,13 +9,14 @@ from typing import Literal
 import structlog
 from structlog.typing import EventDict, WrappedLogger
 
+from lock_monitor.config import DEFAULT_LOG_FORMAT, DEFAULT_LOG_LEVEL
 from lock_monitor.views import printable
 
 LogFormat = Literal["auto", "json", "console"]
 LEVELS = ("debug", "info", "warning", "error")
 
 
-def configure(level: str = "info", fmt: LogFormat = "auto") -> None:
+def configure(level: str = DEFAULT_LOG_LEVEL, fmt: LogFormat = DEFAULT_LOG_FORMAT) -> None:
     """Render JSON when stderr is not a terminal (a container, a pipe), else the console."""
     use_json = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
     processors: list[structlog.typing.Processor] = [

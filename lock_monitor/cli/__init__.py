@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 
 import click
+from click.exceptions import NoArgsIsHelpError
 
 from lock_monitor import __version__
 from lock_monitor.cli.backup import backup, restore
@@ -29,6 +30,9 @@ def main() -> None:
     """Entry point: every error is one line on stderr, never a traceback."""
     try:
         code = cli.main(prog_name="lock-monitor", standalone_mode=False)
+    except NoArgsIsHelpError as exc:  # `lock-monitor` alone asks what there is: plain help
+        click.echo(exc.ctx.get_help() if exc.ctx else exc.format_message())
+        sys.exit(0)
     except click.ClickException as exc:
         click.echo(f"lock-monitor: error: {printable(exc.format_message())}", err=True)
         sys.exit(exc.exit_code)

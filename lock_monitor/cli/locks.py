@@ -9,7 +9,13 @@ from typing import Any
 import click
 
 from lock_monitor import logs
-from lock_monitor.cli.options import redis_options, redis_settings, scan_options, scan_settings
+from lock_monitor.cli.options import (
+    option,
+    redis_options,
+    redis_settings,
+    scan_options,
+    scan_settings,
+)
 from lock_monitor.config import RedisSettings, ScanSettings
 from lock_monitor.connection import connect
 from lock_monitor.errors import OperatorError
@@ -34,8 +40,8 @@ def read_once(redis: RedisSettings, scan: ScanSettings) -> PassResult:
 @click.command()
 @redis_options
 @scan_options
-@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-@click.option("--stuck", "stuck_only", is_flag=True, help="Only the stuck locks.")
+@option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@option("--stuck", "stuck_only", is_flag=True, help="Only the stuck locks.")
 def locks(as_json: bool, stuck_only: bool, **params: Any) -> None:
     """Read the locks once now and print them, oldest first."""
     logs.configure("warning", "auto")

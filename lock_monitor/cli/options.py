@@ -1,12 +1,10 @@
-"""Options shared by the commands: parsing, validation, and the settings built from them."""
+"""Options shared by the commands, with their defaults from `config`, and the settings built
+from them. What each value must look like is in `validation`."""
 
 from __future__ import annotations
 
-import math
-import os
 from collections.abc import Callable, Sequence
-from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, get_args
 from urllib.parse import urlsplit
 
 import click
@@ -14,7 +12,37 @@ import structlog
 from click.core import ParameterSource
 
 from lock_monitor import logs
-from lock_monitor.config import REDIS_SCHEMES, RedisSettings, ScanSettings
+from lock_monitor.cli.validation import (
+    EXISTING_FILE,
+    FiniteFloat,
+    HostPort,
+    ListenAddress,
+    env_only,
+    not_empty,
+    read_secret,
+    redis_url,
+)
+from lock_monitor.config import (
+    DEFAULT_INTERVAL,
+    DEFAULT_LISTEN_ADDRESS,
+    DEFAULT_LOG_FORMAT,
+    DEFAULT_LOG_LEVEL,
+    DEFAULT_MAX_REDIS_LOAD,
+    DEFAULT_PATTERN,
+    DEFAULT_PORT,
+    DEFAULT_REDIS_MODE,
+    DEFAULT_REDIS_TIMEOUT,
+    DEFAULT_REDIS_URL,
+    DEFAULT_SCAN_COUNT,
+    DEFAULT_STUCK_THRESHOLD,
+    MAX_INTERVAL,
+    MAX_REDIS_TIMEOUT,
+    MAX_SCAN_COUNT,
+    REDIS_MODES,
+    RedisSettings,
+    ScanSettings,
+    ServerSettings,
+)
 from lock_monitor.connection import uses_tls
 
 ENV_PREFIX = "LOCK_MONITOR_"
@@ -30,137 +58,6 @@ def option(*decls: str, **kwargs: Any) -> Callable[[F], F]:
     return click.option(*decls, envvar=[env, *extra] if extra else env, show_envvar=True, **kwargs)
 
 
-# --- validation callbacks -----------------------------------------------------------------
-
-
-def _redis_url(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
-    """A usable redis:// or rediss:// URL. An error names the problem only, never any part of
-    the URL: a password with a `/`, `?` or `#` in it would be split across the parts."""
-    if value is None:
-        return None
-    problem = url_problem(value)
-    if problem:
-        raise click.BadParameter(problem)
-    if urlsplit(value).password and _from_command_line(ctx, param):
-        raise click.BadParameter(
-            "a password in the URL on the command line shows in `ps`: set the URL in "
-            "LOCK_MONITOR_REDIS_URL instead, or the password in REDIS_PASSWORD or a file "
-            "(--redis-password-file)"
-        )
-    return value
-
-
-def url_problem(url: str) -> str | None:
-    """What is wrong with a Redis URL, in words that quote none of it; None if nothing."""
-    scheme, separator, rest = url.partition("://")
-    if not separator:
-        if url.lower().startswith(("redis:", "rediss:")):
-            return "write two slashes after the scheme: redis://HOST[:PORT][/DB]"
-        return "not a URL: expected redis://HOST[:PORT][/DB], or rediss://... for TLS"
-    if scheme not in REDIS_SCHEMES:
-        if scheme.lower() in REDIS_SCHEMES:
-            return "write the scheme in lower case: redis:// or rediss://"
-        return "the scheme must be redis:// or rediss:// (TLS)"
-    authority_end = min((i for i in map(rest.find, "/?#") if i >= 0), default=len(rest))
-    if "@" in rest[authority_end:]:
-        return (
-            "the user name or password holds a '/', '?' or '#': percent-encode it (%2F, %3F, "
-            "%23), or pass the password in REDIS_PASSWORD or --redis-password-file"
-        )
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return (
-            "the host cannot be read: an IPv6 address goes in brackets (redis://[::1]:6379/0), "
-            "and a '[' or ']' in a password must be percent-encoded (%5B, %5D)"
-        )
-    if not parts.hostname:
-        return "the URL names no host: redis://HOST[:PORT][/DB]"
-    try:
-        port_ok = parts.port != 0
-    except ValueError:
-        port_ok = False
-    if not port_ok:
-        return "a port is a number from 1 to 65535"
-    database = parts.path.strip("/")
-    if database and not database.isdigit():
-        return "the database (the path) must be a number, such as /0"
-    if parts.query or parts.fragment:
-        # redis-py lets URL options override ours (ssl_cert_reqs=none, socket_timeout=600),
-        # silently turning off TLS checks or timeouts: each has an option of its own here.
-        return "options in the URL are not accepted; use the --redis-* options"
-    return None
-
-
-def _from_command_line(ctx: click.Context, param: click.Parameter) -> bool:
-    return ctx.get_parameter_source(param.name or "") is ParameterSource.COMMANDLINE
-
-
-def _default_redis_url() -> str:
-    """The guide's backend convention: REDIS_HOST and REDIS_PORT, else localhost:6379."""
-    host = os.environ.get("REDIS_HOST") or "localhost"
-    port = os.environ.get("REDIS_PORT") or "6379"
-    return f"redis://{host}:{port}/0"
-
-
-def _not_empty(ctx: click.Context, param: click.Parameter, value: str) -> str:
-    if not value.strip():
-        raise click.BadParameter("must not be empty")
-    return value
-
-
-def _env_only(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
-    """Passwords on the command line show in `ps` and in pod specs: only the environment."""
-    names = [param.envvar] if isinstance(param.envvar, str) else list(param.envvar or [])
-    if value is not None and _from_command_line(ctx, param):
-        raise click.BadParameter(f"pass the password in {names[-1]} or a password file, not here")
-    return value
-
-
-def _read_secret(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
-    """A mounted Secret: the file's content, without the trailing newline editors add."""
-    if value is None:
-        return None
-    try:
-        secret = Path(value).read_text().rstrip("\r\n")
-    except OSError as exc:
-        raise click.BadParameter(f"cannot read {value}: {exc.strerror}") from None
-    if not secret:
-        raise click.BadParameter(f"{value} is empty")
-    return secret
-
-
-class FiniteFloat(click.FloatRange):
-    """A float range that also refuses nan and inf, which FloatRange lets through (every
-    comparison with nan is false): `--interval nan` would otherwise spin against Redis."""
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
-        number = super().convert(value, param, ctx)
-        if not math.isfinite(number):
-            self.fail(f"{value!r} is not a finite number", param, ctx)
-        return number
-
-
-class HostPort(click.ParamType):  # type: ignore[type-arg]
-    name = "HOST:PORT"
-
-    def convert(
-        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
-    ) -> tuple[str, int]:
-        if isinstance(value, tuple):
-            return value
-        host, _, port = str(value).rpartition(":")
-        if not host or not port.isdigit() or not 0 < int(port) < 65536:
-            self.fail(f"{value!r} is not HOST:PORT", param, ctx)
-        return host.strip("[]"), int(port)
-
-
-EXISTING_FILE = click.Path(exists=True, dir_okay=False)
-# One SCAN call at COUNT 10,000 costs Redis a few milliseconds at most; far larger counts make a
-# single call block it (COUNT 1,000,000,000 over a million keys: 0.6 s in the slow log).
-MAX_SCAN_COUNT = 10_000
-
-
 def stack(decorators: Sequence[Callable[[Any], Any]], command: F) -> F:
     """Apply option decorators in the order they are listed (the order --help shows)."""
     for decorator in reversed(decorators):
@@ -173,27 +70,26 @@ def redis_options(command: F) -> F:
     decorators = [
         option(
             "--redis-url",
-            default=_default_redis_url,
-            callback=_redis_url,
-            show_default="redis://$REDIS_HOST:$REDIS_PORT/0, else redis://localhost:6379/0",
+            callback=redis_url,
+            show_default=f"redis://$REDIS_HOST:$REDIS_PORT/0, else {DEFAULT_REDIS_URL}",
             help="Redis to watch: redis:// or rediss:// (TLS). A cluster seed in cluster mode.",
         ),
         option(
             "--redis-mode",
-            type=click.Choice(["standalone", "cluster", "sentinel"]),
-            default="standalone",
+            type=click.Choice(REDIS_MODES),
+            default=DEFAULT_REDIS_MODE,
             help="standalone: one server. cluster: --redis-url is any one node; every primary "
             "is read. sentinel: --sentinel and --sentinel-master find the primary; only the "
             "credentials and database of --redis-url are used.",
         ),
         option("--redis-username", help="ACL user name (see the README for a minimal user)."),
-        option("--redis-password", hidden=True, envvar=["REDIS_PASSWORD"], callback=_env_only),
+        option("--redis-password", hidden=True, envvar=["REDIS_PASSWORD"], callback=env_only),
         option(
             "--redis-password-file",
             "redis_password_from_file",
             type=EXISTING_FILE,
-            callback=_read_secret,
-            help="File holding the password (a mounted Secret). Or set REDIS_PASSWORD.",
+            callback=read_secret,
+            help="File holding the password (a mounted Secret); it wins over REDIS_PASSWORD.",
         ),
         option("--redis-ca-file", type=EXISTING_FILE, help="CA bundle to verify the TLS server."),
         option("--redis-cert-file", type=EXISTING_FILE, help="Client certificate (mutual TLS)."),
@@ -205,8 +101,8 @@ def redis_options(command: F) -> F:
         ),
         option(
             "--redis-timeout",
-            type=FiniteFloat(min=0, max=300, min_open=True),
-            default=5.0,
+            type=FiniteFloat(min=0, max=MAX_REDIS_TIMEOUT, min_open=True),
+            default=DEFAULT_REDIS_TIMEOUT,
             help="Seconds to wait for a connection or an answer before failing the pass.",
         ),
         option(
@@ -217,33 +113,13 @@ def redis_options(command: F) -> F:
             help="A Sentinel to ask for the primary (repeat for each; sentinel mode).",
         ),
         option("--sentinel-master", help="The master set name the Sentinels watch."),
-        option("--sentinel-password", hidden=True, callback=_env_only),
+        option("--sentinel-password", hidden=True, callback=env_only),
         option(
             "--sentinel-password-file",
             "sentinel_password_from_file",
             type=EXISTING_FILE,
-            callback=_read_secret,
+            callback=read_secret,
             help="File holding the Sentinels' own password.",
-        ),
-    ]
-    return stack(decorators, command)
-
-
-def scan_options(command: F) -> F:
-    """What a pass looks for and how it classifies what it finds."""
-    decorators = [
-        option(
-            "--pattern",
-            default="lock:appointment:*",
-            callback=_not_empty,
-            help="SCAN MATCH pattern of the lock keys.",
-        ),
-        STUCK_THRESHOLD,
-        option(
-            "--scan-count",
-            type=click.IntRange(min=1, max=MAX_SCAN_COUNT),
-            default=1000,
-            help="SCAN COUNT: keys Redis examines per call (a bound on each call's work).",
         ),
     ]
     return stack(decorators, command)
@@ -252,15 +128,35 @@ def scan_options(command: F) -> F:
 STUCK_THRESHOLD = option(
     "--stuck-threshold",
     type=FiniteFloat(min=0),
-    default=30.0,
+    default=DEFAULT_STUCK_THRESHOLD,
     help="Seconds after which a held lock counts as stuck.",
 )
+
+
+def scan_options(command: F) -> F:
+    """What a pass looks for and how it classifies what it finds."""
+    decorators = [
+        option(
+            "--pattern",
+            default=DEFAULT_PATTERN,
+            callback=not_empty,
+            help="SCAN MATCH pattern of the lock keys.",
+        ),
+        STUCK_THRESHOLD,
+        option(
+            "--scan-count",
+            type=click.IntRange(min=1, max=MAX_SCAN_COUNT),
+            default=DEFAULT_SCAN_COUNT,
+            help="SCAN COUNT: keys Redis examines per call (a bound on each call's work).",
+        ),
+    ]
+    return stack(decorators, command)
 
 
 def interval_option(default: float) -> Callable[[F], F]:
     return option(
         "--interval",
-        type=FiniteFloat(min=0, max=86_400, min_open=True),
+        type=FiniteFloat(min=0, max=MAX_INTERVAL, min_open=True),
         default=default,
         help="Seconds from the end of one pass to the start of the next.",
     )
@@ -270,9 +166,18 @@ def port_option(command: F) -> F:
     return option(
         "--port",
         type=click.IntRange(0, 65535),
-        default=9150,
+        default=DEFAULT_PORT,
         help="Port to serve /metrics, /healthz, /readyz, / and /locks on (0: any free port).",
     )(command)
+
+
+LISTEN_ADDRESS = option(
+    "--listen-address",
+    type=ListenAddress(),
+    default=DEFAULT_LISTEN_ADDRESS,
+    help="Address to serve HTTP on. HOST:PORT or [IPv6]:PORT also sets the port, in place of "
+    "--port.",
+)
 
 
 def log_options(command: F) -> F:
@@ -281,17 +186,23 @@ def log_options(command: F) -> F:
         option(
             "--log-level",
             type=click.Choice(logs.LEVELS, case_sensitive=False),
-            default="info",
+            default=DEFAULT_LOG_LEVEL,
             help="Least severe log level to print.",
         ),
         option(
             "--log-format",
-            type=click.Choice(["auto", "json", "console"]),
-            default="auto",
+            type=click.Choice(get_args(logs.LogFormat)),
+            default=DEFAULT_LOG_FORMAT,
             help="auto: JSON lines unless stderr is a terminal.",
         ),
     ]
     return stack(decorators, command)
+
+
+def start_logging(params: dict[str, Any]) -> Any:
+    """Configure logging from --log-level and --log-format; the logger the daemon logs to."""
+    logs.configure(params["log_level"].lower(), params["log_format"])
+    return structlog.get_logger("lock_monitor")
 
 
 def redis_settings(params: dict[str, Any]) -> RedisSettings:
@@ -333,6 +244,19 @@ def scan_settings(params: dict[str, Any]) -> ScanSettings:
         pattern=params["pattern"],
         count=params["scan_count"],
         stuck_threshold=params["stuck_threshold"],
-        interval=params.get("interval", ScanSettings.interval),
-        max_redis_load=params.get("max_redis_load", ScanSettings.max_redis_load),
+        interval=params.get("interval", DEFAULT_INTERVAL),
+        max_redis_load=params.get("max_redis_load", DEFAULT_MAX_REDIS_LOAD),
     )
+
+
+def server_settings(params: dict[str, Any]) -> ServerSettings:
+    """Where to serve HTTP: a port in --listen-address stands in for --port, never beside it."""
+    host, port = params["listen_address"]
+    if port is None:
+        return ServerSettings(host, params["port"])
+    if click.get_current_context().get_parameter_source("port") is not ParameterSource.DEFAULT:
+        raise click.UsageError(
+            "the port is given twice, in --listen-address and in --port (or LOCK_MONITOR_PORT): "
+            "keep one"
+        )
+    return ServerSettings(host, port)

@@ -15,7 +15,7 @@ from redis.backoff import NoBackoff
 from redis.crc import key_slot
 from redis.retry import Retry
 
-from lock_monitor.backup_redis import CLUSTER_NAME, RdbCheck
+from lock_monitor.backup.redis_rdb import CLUSTER_NAME, RdbCheck
 from tests.servers import (
     ClusterServers,
     RedisServer,
@@ -23,14 +23,15 @@ from tests.servers import (
     cli_record,
     cli_records,
     free_port,
+    make_certificates,
     monitor_env,
     redis_server,
+    require_tls_build,
     run_monitor,
     set_locks,
+    tls_arguments,
     wait_for,
 )
-
-pytestmark = pytest.mark.integration
 
 # Fork-and-stream at once (the production default waits 5 s for more replicas to join).
 DISKLESS = ("--repl-diskless-sync", "yes", "--repl-diskless-sync-delay", "0")
@@ -123,6 +124,27 @@ def test_backup_wipe_restore_gives_back_every_key_and_ttl(
         after = snapshot(new.client())
     assert_restored(before, after, int((time.monotonic() - taken) * 1000))
     assert len(after) == 304
+
+
+def test_backup_over_tls_reads_the_rdb_through_the_tls_socket(tmp_path: Path, dest: Path) -> None:
+    """Under TLS the socket taken from redis-py's connection is a TLS one: the RDB read through it
+    is the decrypted stream, checked and loadable."""
+    require_tls_build()
+    certs = make_certificates(tmp_path / "certs")
+    tls_port = free_port()
+    tls = tls_arguments(certs, tls_port, mutual=False)
+    with redis_server(tmp_path / "redis", *tls, *DISKLESS) as server:
+        before = fill(server.client())
+        taken = time.monotonic()
+        result = run_monitor(
+            "backup", "redis", "--redis-url", f"rediss://127.0.0.1:{tls_port}/0",
+            "--redis-ca-file", str(certs.ca), "--dest", str(dest),
+        )  # fmt: skip
+        file = Path(cli_record(result, "redis_backup_written")["file"])
+
+    with redis_server(tmp_path / "restored", "--dir", str(dest), "--dbfilename", file.name) as new:
+        after = snapshot(new.client())
+    assert_restored(before, after, int((time.monotonic() - taken) * 1000))
 
 
 def test_restore_into_an_aof_redis_as_the_runbook_says(tmp_path: Path, dest: Path) -> None:

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from lock_monitor.backup import BackupError
-from lock_monitor.backup_sqlite import SQLITE_HEADER, restore_sqlite
+from lock_monitor.backup.files import BackupError
+from lock_monitor.backup.sqlite import SQLITE_HEADER, restore_sqlite
 from tests.servers import (
     cli_error,
     cli_record,
@@ -29,8 +29,6 @@ from tests.servers import (
     run_monitor,
     wait_for,
 )
-
-pytestmark = pytest.mark.integration
 
 Rows = list[tuple[int, str, bytes]]
 
@@ -365,7 +363,7 @@ def test_restore_stops_decompressing_at_max_size(tmp_path: Path) -> None:
 def test_restore_limit_defaults_to_a_multiple_of_the_database(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("lock_monitor.backup_sqlite.MIN_MAX_SIZE", 1 << 20)  # a cheap bomb
+    monkeypatch.setattr("lock_monitor.backup.sqlite.RESTORE_MIN_MAX_SIZE", 1 << 20)  # a cheap bomb
     live = tmp_path / "live.db"
     make_db(live, 500)  # over 100 KiB: ten times that is over the 1 MiB floor
     limit = 10 * live.stat().st_size
@@ -443,7 +441,7 @@ CONCURRENT_BACKUP = """
 import sys
 from datetime import UTC, datetime
 
-import lock_monitor.backup_sqlite
+import lock_monitor.backup.sqlite
 from lock_monitor.cli import main
 
 
@@ -453,7 +451,7 @@ class Fixed(datetime):
         return datetime(2026, 3, 20, 2, 30, tzinfo=UTC)
 
 
-lock_monitor.backup_sqlite.datetime = Fixed  # every run takes the same stamp
+lock_monitor.backup.sqlite.datetime = Fixed  # every run takes the same stamp
 print("ready", flush=True)
 sys.stdin.readline()
 main()

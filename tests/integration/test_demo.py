@@ -17,8 +17,6 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.servers import free_port, monitor_command, monitor_env, require_binary, wait_for
 
-pytestmark = pytest.mark.integration
-
 STOP_WITHIN = 2.0  # seconds from SIGTERM to exit
 
 

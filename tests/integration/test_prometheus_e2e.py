@@ -35,7 +35,7 @@ from tests.servers import (
     wait_for,
 )
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
+pytestmark = pytest.mark.timeout(90)
 
 STUCK = 'stuck_locks_count{job="lock-monitor"}'
 ACTIVE = 'active_locks_count{job="lock-monitor"}'

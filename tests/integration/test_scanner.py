@@ -13,7 +13,6 @@ from lock_monitor import scanner
 from lock_monitor.scanner import read_locks
 from tests.servers import RedisServer, redis_server
 
-pytestmark = pytest.mark.integration
 PATTERN = "lock:appointment:*"
 
 

@@ -1,10 +1,11 @@
 """What every backup shares: stamped names, atomic writes, and retention by the stamp in the name.
 
 A backup file appears under its final name only once it is complete, synced and checked: it is
-written to a hidden temp file in the same directory, fsynced, renamed, and the directory fsynced.
-Any failure removes the temp file, so a crash or a full disk never leaves a half-written backup
-that retention could later mistake for a good one. A run killed outright cannot remove its temp
-file: the next run writing the same name does, recognising a dead run's temp file by its lock.
+written to a hidden temp file in the same directory, fsynced, moved into place, and the
+directory fsynced. Any failure removes the temp file, so a crash or a full disk never leaves a
+half-written backup that retention could later mistake for a good one. A run killed outright
+cannot remove its temp file: the next run writing the same name does, recognising a dead run's
+temp file by its lock.
 """
 
 from __future__ import annotations
@@ -24,16 +25,21 @@ from typing import BinaryIO
 from lock_monitor.errors import OperatorError
 
 STAMP_FORMAT = "%Y%m%dT%H%M%SZ"
-STAMP = r"(?P<stamp>\d{8}T\d{6}Z)"
-CHUNK = 1 << 20
+STAMP_PATTERN = r"(?P<stamp>\d{8}T\d{6}Z)"
+CHUNK_SIZE = 1 << 20
 
 
 class BackupError(OperatorError):
     """A backup or restore that failed; the message is one line for the operator."""
 
 
+def os_failure(action: str, exc: OSError) -> BackupError:
+    """`<action>: <the system's reason>`, without the errno and path that str(exc) repeats."""
+    return BackupError(f"{action}: {exc.strerror or exc}")
+
+
 @dataclass(frozen=True)
-class Written:
+class BackupResult:
     """One finished backup (or restore), as logged in the command's one JSON line."""
 
     file: Path
@@ -42,7 +48,7 @@ class Written:
     deleted: list[str] = field(default_factory=list)
     details: dict[str, object] = field(default_factory=dict)  # e.g. a Cluster primary's slots
 
-    def fields(self) -> dict[str, object]:
+    def log_fields(self) -> dict[str, object]:
         return {
             "file": str(self.file),
             "bytes": self.bytes,
@@ -56,7 +62,7 @@ def utc_stamp(now: datetime) -> str:
     return now.astimezone(UTC).strftime(STAMP_FORMAT)
 
 
-class Output:
+class PendingFile:
     """The temp file being written; a failed write (a full disk) names the file it was for."""
 
     def __init__(self, file: BinaryIO, path: Path, final: Path) -> None:
@@ -69,7 +75,7 @@ class Output:
         try:
             written = self.file.write(data)
         except OSError as exc:
-            raise BackupError(f"cannot write {self.final}: {exc.strerror or exc}") from None
+            raise self.write_failed(exc) from None
         self.size += written
         return written
 
@@ -79,11 +85,14 @@ class Output:
             self.file.flush()
             os.fsync(self.file.fileno())
         except OSError as exc:
-            raise BackupError(f"cannot write {self.final}: {exc.strerror or exc}") from None
+            raise self.write_failed(exc) from None
+
+    def write_failed(self, exc: OSError) -> BackupError:
+        return os_failure(f"cannot write {self.final}", exc)
 
 
 @contextmanager
-def atomic_file(final: Path, *, replace: bool = False) -> Iterator[Output]:
+def atomic_file(final: Path, *, replace: bool = False) -> Iterator[PendingFile]:
     """Yield a temp file beside `final`; when the block ends without error, sync it into place.
 
     Without `replace`, an existing `final` is an error rather than silently overwritten: the
@@ -97,9 +106,9 @@ def atomic_file(final: Path, *, replace: bool = False) -> Iterator[Output]:
     fd, temp = _locked_temp(final)
     with os.fdopen(fd, "wb") as file:
         try:
-            output = Output(file, temp, final)
-            yield output
-            output.flush()
+            pending = PendingFile(file, temp, final)
+            yield pending
+            pending.flush()
             try:
                 if replace:
                     os.replace(temp, final)
@@ -110,7 +119,7 @@ def atomic_file(final: Path, *, replace: bool = False) -> Iterator[Output]:
             except FileExistsError:
                 raise BackupError(f"{final} already exists") from None
             except OSError as exc:
-                raise BackupError(f"cannot write {final}: {exc.strerror or exc}") from None
+                raise pending.write_failed(exc) from None
         finally:
             temp.unlink(missing_ok=True)  # before the lock goes with the file
 
@@ -118,14 +127,19 @@ def atomic_file(final: Path, *, replace: bool = False) -> Iterator[Output]:
 def _locked_temp(final: Path) -> tuple[int, Path]:
     """A new temp file beside `final`, created and then locked for as long as it is open."""
     while True:
-        try:
-            fd, name = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp")
-        except OSError as exc:
-            raise BackupError(f"cannot write in {final.parent}: {exc.strerror or exc}") from None
+        fd, path = _new_temp(final.parent, prefix=f".{final.name}.", suffix=".tmp")
         fcntl.flock(fd, fcntl.LOCK_EX)
-        if _still_named(fd, Path(name)):
-            return fd, Path(name)
+        if _still_named(fd, path):
+            return fd, path
         os.close(fd)  # another run's cleanup removed it before it was locked: make another
+
+
+def _new_temp(directory: Path, prefix: str, suffix: str) -> tuple[int, Path]:
+    try:
+        fd, name = tempfile.mkstemp(dir=directory, prefix=prefix, suffix=suffix)
+    except OSError as exc:
+        raise os_failure(f"cannot write in {directory}", exc) from None
+    return fd, Path(name)
 
 
 def _still_named(fd: int, path: Path) -> bool:
@@ -171,12 +185,8 @@ def remove_stale_temps(final: Path) -> None:
 @contextmanager
 def scratch_path(directory: Path, suffix: str) -> Iterator[Path]:
     """A temp file name in `directory` (not /tmp: the root filesystem may be read-only)."""
-    try:
-        fd, name = tempfile.mkstemp(dir=directory, prefix=".scratch-", suffix=suffix)
-    except OSError as exc:
-        raise BackupError(f"cannot write in {directory}: {exc.strerror or exc}") from None
+    fd, path = _new_temp(directory, prefix=".scratch-", suffix=suffix)
     os.close(fd)
-    path = Path(name)
     try:
         yield path
     finally:
@@ -198,17 +208,17 @@ def prune(
     pattern: re.Pattern[str],
     keep_days: int,
     now: datetime,
-    current: Collection[str] = (),
+    current_series: Collection[str] = (),
 ) -> list[str]:
     """Delete the backups named by `pattern` whose stamp is older than `keep_days`.
 
     Only names the pattern matches fully are considered (other files are never touched), and
     the newest of them is kept whatever its age, so backups that failed for weeks never lead
     to deleting the last good one. A pattern with a `series` group (one series per Cluster
-    primary) also keeps the newest file of each series in `current`; series not in `current`
+    primary) also keeps the newest file of each series in `current_series`; other series
     (gone after a resharding, or named the old way) age out like any other file.
     """
-    found: list[tuple[datetime, Path, str | None]] = []
+    backups: list[tuple[datetime, Path, str | None]] = []
     for path in directory.iterdir():
         match = pattern.fullmatch(path.name)
         if not match or not path.is_file():
@@ -217,14 +227,14 @@ def prune(
             stamp = datetime.strptime(match["stamp"], STAMP_FORMAT).replace(tzinfo=UTC)
         except ValueError:
             continue
-        found.append((stamp, path, match.groupdict().get("series")))
-    found.sort()
-    newest = {series: path for _, path, series in found if series in current}
-    keep = {*newest.values(), *(path for _, path, _ in found[-1:])}
+        backups.append((stamp, path, match.groupdict().get("series")))
+    backups.sort()
+    newest_of_series = {series: path for _, path, series in backups if series in current_series}
+    kept_whatever_age = {*newest_of_series.values(), *(path for _, path, _ in backups[-1:])}
     cutoff = now - timedelta(days=keep_days)
     deleted = []
-    for stamp, path, _ in found:
-        if stamp < cutoff and path not in keep:
+    for stamp, path, _ in backups:
+        if stamp < cutoff and path not in kept_whatever_age:
             with suppress(FileNotFoundError):
                 path.unlink()
             deleted.append(path.name)
