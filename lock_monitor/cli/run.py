@@ -48,6 +48,6 @@ Examples, one per mode:
 @log_options
 def run(**params: Any) -> None:
     """Run the exporter: scan the locks in the background and serve the results."""
+    log = start_logging(params)  # first: building the settings may log a warning
     redis, scan, server = redis_settings(params), scan_settings(params), server_settings(params)
-    log = start_logging(params)
     serve(redis, scan, server, log, stop_on_signals(log))
