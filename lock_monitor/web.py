@@ -53,10 +53,30 @@ def readiness(state: MonitorState, interval: float, now: float) -> str | None:
 
 
 Response = tuple[HTTPStatus, str, str]  # status, body, content type
+Reply = tuple[str, list[tuple[str, str]], bytes]  # status line, headers, body
+
+# Sent with every response (CONTRACTS.md): the page's script and style come from this server
+# as files, never inline; nothing may frame it; no content type is guessed; no versions told.
+CONTENT_SECURITY_POLICY = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+)
+SERVER_NAME = "lock-monitor"
+SECURITY_HEADERS = (
+    ("Content-Security-Policy", CONTENT_SECURITY_POLICY),
+    ("X-Content-Type-Options", "nosniff"),
+    ("X-Frame-Options", "DENY"),
+    ("Server", SERVER_NAME),
+)
+ALLOWED_METHODS = ("GET", "HEAD")
 
 
 class App:
-    """The WSGI application: routes by path (a table), every page reading the monitor's state."""
+    """The WSGI application: routes by path (a table), every page reading the monitor's state.
+
+    Every response goes out the same way: the security headers, a Content-Length, no body for
+    HEAD, and 405 for a method other than GET and HEAD.
+    """
 
     def __init__(
         self,
@@ -70,6 +90,7 @@ class App:
         self.state, self.alive, self.target, self.mode = state, alive, target, mode
         self.interval = interval
         self.metrics_app = make_wsgi_app(registry)
+        self.headers = list(SECURITY_HEADERS)
         self.routes: dict[str, Callable[[float], Response]] = {
             "/": self.status_page,
             "/locks": self.locks,
@@ -78,13 +99,32 @@ class App:
         }
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        method = environ.get("REQUEST_METHOD", "GET")
+        status, headers, body = self.respond(method, environ)
+        start_response(status, [*headers, *self.headers, ("Content-Length", str(len(body)))])
+        return [] if method == "HEAD" else [body]
+
+    def respond(self, method: str, environ: dict[str, Any]) -> Reply:
         path = environ.get("PATH_INFO", "/")
+        if method not in ALLOWED_METHODS:
+            allow = [("Allow", ", ".join(ALLOWED_METHODS))]
+            return _reply(HTTPStatus.METHOD_NOT_ALLOWED, "method not allowed\n", TEXT, allow)
         if path == "/metrics":
-            return self.metrics_app(environ, start_response)  # type: ignore[no-any-return]
+            return self.metrics(environ)
         route = self.routes.get(path)
         if route is None:
-            return _reply(start_response, HTTPStatus.NOT_FOUND, "not found\n", TEXT)
-        return _reply(start_response, *route(time.time()))
+            return _reply(HTTPStatus.NOT_FOUND, "not found\n", TEXT)
+        return _reply(*route(time.time()))
+
+    def metrics(self, environ: dict[str, Any]) -> Reply:
+        """client_python's exposition (format negotiation, gzip, name[] filters), as a GET."""
+        replied: dict[str, Any] = {}
+
+        def capture(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> None:
+            replied.update(status=status, headers=headers)
+
+        body = b"".join(self.metrics_app({**environ, "REQUEST_METHOD": "GET"}, capture))
+        return replied["status"], list(replied["headers"]), body
 
     def healthz(self, now: float) -> Response:
         if self.alive():
@@ -107,18 +147,20 @@ class App:
 
 
 def _reply(
-    start_response: StartResponse, status: HTTPStatus, body: str, content_type: str
-) -> list[bytes]:
-    data = body.encode()
-    start_response(
+    status: HTTPStatus, body: str, content_type: str, headers: Iterable[tuple[str, str]] = ()
+) -> Reply:
+    return (
         f"{status.value} {status.phrase}",
-        [
-            ("Content-Type", content_type),
-            ("Content-Length", str(len(data))),
-            ("X-Content-Type-Options", "nosniff"),  # text/plain holding a server's text
-        ],
+        [("Content-Type", content_type), *headers],
+        body.encode(),
     )
-    return [data]
+
+
+class _Handler(_SilentHandler):
+    """client_python's quiet handler, naming no Python version even in its own error pages."""
+
+    def version_string(self) -> str:
+        return SERVER_NAME
 
 
 class HttpServer:
@@ -129,7 +171,7 @@ class HttpServer:
             """A class of its own: the address family is a class attribute."""
 
         Server.address_family, host = _get_best_family(address, port)  # type: ignore[no-untyped-call]
-        self._server = make_server(host, port, app, Server, handler_class=_SilentHandler)
+        self._server = make_server(host, port, app, Server, handler_class=_Handler)
         self.port = int(self._server.server_address[1])
         self._thread = threading.Thread(
             target=self._server.serve_forever,

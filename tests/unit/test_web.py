@@ -1,5 +1,9 @@
+import http.client
 import json
+import socket
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 from wsgiref.util import setup_testing_defaults
 
@@ -10,7 +14,7 @@ from lock_monitor.locks import Lock
 from lock_monitor.metrics import build_registry
 from lock_monitor.monitor import MonitorState
 from lock_monitor.snapshot import Snapshot
-from lock_monitor.web import App, HttpServer, readiness
+from lock_monitor.web import CONTENT_SECURITY_POLICY, App, HttpServer, readiness
 
 NOW = 1_800_000_000.0
 EVIL = Lock("lock:appointment:<script>", "<b>x</b>", "string", None, 40.0, "value", True)
@@ -31,9 +35,11 @@ def make_app(state: MonitorState, alive: bool = True) -> App:
     )
 
 
-def call(state: MonitorState, path: str, alive: bool = True) -> tuple[str, dict[str, str], str]:
+def call(
+    state: MonitorState, path: str, alive: bool = True, method: str = "GET", query: str = ""
+) -> tuple[str, dict[str, str], str]:
     app = make_app(state, alive)
-    environ: dict[str, Any] = {"PATH_INFO": path}
+    environ: dict[str, Any] = {"PATH_INFO": path, "REQUEST_METHOD": method, "QUERY_STRING": query}
     setup_testing_defaults(environ)
     captured: dict[str, Any] = {}
 
@@ -117,3 +123,70 @@ def test_server_answers_on_ipv4_ipv6_and_a_host_name(
     finally:
         server.stop()
     assert capfd.readouterr().err == ""  # scrapes are not logged
+
+
+UP = MonitorState(redis_up=True, snapshot=snapshot(1))
+PATHS = ["/", "/locks", "/metrics", "/healthz", "/readyz", "/nope"]
+
+
+@contextmanager
+def serving(state: MonitorState = UP) -> Iterator[HttpServer]:
+    server = HttpServer(make_app(state), "127.0.0.1", 0)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def request(
+    server: HttpServer, method: str, path: str, headers: dict[str, str] | None = None
+) -> tuple[http.client.HTTPResponse, bytes]:
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
+    try:
+        connection.request(method, path, headers=headers or {})
+        response = connection.getresponse()
+        return response, response.read()
+    finally:
+        connection.close()
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_every_response_carries_the_security_headers(path: str) -> None:
+    with serving() as server:
+        response, _ = request(server, "GET", path)
+    assert response.getheader("Content-Security-Policy") == CONTENT_SECURITY_POLICY
+    assert "script-src 'self'" in CONTENT_SECURITY_POLICY
+    assert "frame-ancestors 'none'" in CONTENT_SECURITY_POLICY
+    assert response.getheader("X-Content-Type-Options") == "nosniff"
+    assert response.getheader("X-Frame-Options") == "DENY"
+    assert response.getheader("Server") == "lock-monitor"
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_head_is_a_get_without_the_body(path: str) -> None:
+    with serving() as server:
+        got, body = request(server, "GET", path)
+        head, nothing = request(server, "HEAD", path)
+    assert nothing == b""
+    assert head.status == got.status
+    assert int(head.getheader("Content-Length") or -1) == len(body) > 0
+    assert head.getheader("Content-Type") == got.getheader("Content-Type")
+
+
+@pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "FOO"])
+@pytest.mark.parametrize("path", ["/", "/metrics", "/healthz", "/nope"])
+def test_other_methods_are_not_allowed(method: str, path: str) -> None:
+    status, headers, _ = call(UP, path, method=method)
+    assert status == "405 Method Not Allowed"
+    assert headers["Allow"] == "GET, HEAD"
+    assert headers["X-Frame-Options"] == "DENY"
+
+
+def test_a_malformed_request_is_answered_without_naming_python() -> None:
+    with serving() as server, socket.create_connection(("127.0.0.1", server.port), 5) as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\n" + b"X: y\r\n" * 101 + b"\r\n")  # too many headers
+        answer = sock.recv(65536).decode()
+    assert answer.startswith("HTTP/1.0 431")
+    assert "Server: lock-monitor\r\n" in answer
+    assert "Python" not in answer
