@@ -5,10 +5,12 @@ import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
+from urllib.parse import urlencode
 from wsgiref.util import setup_testing_defaults
 
 import pytest
 from prometheus_client import exposition
+from prometheus_client.parser import text_string_to_metric_families
 
 from lock_monitor.locks import Lock
 from lock_monitor.metrics import build_registry
@@ -190,3 +192,35 @@ def test_a_malformed_request_is_answered_without_naming_python() -> None:
     assert answer.startswith("HTTP/1.0 431")
     assert "Server: lock-monitor\r\n" in answer
     assert "Python" not in answer
+
+
+def families(text: str) -> dict[str, list[str]]:
+    """Family name -> its sample names, parsed by prometheus_client."""
+    return {
+        family.name: [sample.name for sample in family.samples]
+        for family in text_string_to_metric_families(text)
+    }
+
+
+def test_metrics_can_be_asked_for_by_name_as_prometheus_clients_do() -> None:
+    """`name[]=` as a federating Prometheus or a script sends it (URL-encoded brackets): every
+    family a full scrape holds can be asked for alone, and several together."""
+    everything = families(call(UP, "/metrics")[2])
+    assert {"stuck_locks_count", "lock_monitor_scans", "process_resident_memory_bytes"} <= set(
+        everything
+    )
+    for family, samples in everything.items():
+        for sample in samples:
+            alone = families(call(UP, "/metrics", query=urlencode({"name[]": sample}))[2])
+            assert list(alone) == [family], sample
+    query = urlencode([("name[]", "active_locks_count"), ("name[]", "lock_monitor_build_info")])
+    assert set(families(call(UP, "/metrics", query=query)[2])) == {
+        "active_locks_count",
+        "lock_monitor_build_info",
+    }
+
+
+def test_metrics_by_name_over_http() -> None:
+    with serving() as server:
+        _, body = request(server, "GET", "/metrics?name%5B%5D=stuck_locks_count")
+    assert families(body.decode()) == {"stuck_locks_count": ["stuck_locks_count"]}
