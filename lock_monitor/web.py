@@ -8,10 +8,13 @@ Every page reads the monitor's published state: no request ever waits for Redis.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any
 from wsgiref.simple_server import make_server
@@ -33,6 +36,15 @@ from lock_monitor.monitor import MonitorState
 from lock_monitor.views import printable, status_document, status_page
 
 READY_WITHIN_INTERVALS = 3
+# Connections: what a burst of scrapes, a slow client or an idle socket can cost.
+BACKLOG = 1024  # connections the kernel queues for accept (Linux caps it at somaxconn)
+MAX_CONNECTIONS = 128  # handled at once, a thread each
+IDLE_TIMEOUT_SECONDS = 5.0  # a client silent (or not reading) this long is hung up on
+CONNECTION_DEADLINE_SECONDS = 10.0  # no connection lasts longer, however it trickles
+EVICT_AFTER_SECONDS = 0.5  # when full, the oldest connection past this age gives up its slot
+FULL_WAIT_SECONDS = 2.0  # when full, how long a newcomer waits for a slot before a 503
+SLOT_POLL_SECONDS = 0.05
+BUSY = b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
 TEXT = "text/plain; charset=utf-8"
 StartResponse = Callable[..., Any]
 
@@ -157,17 +169,100 @@ def _reply(
 
 
 class _Handler(_SilentHandler):
-    """client_python's quiet handler, naming no Python version even in its own error pages."""
+    """client_python's quiet handler, naming no Python version even in its own error pages,
+    and giving up on a client that stays silent (or stops reading) for IDLE_TIMEOUT_SECONDS."""
+
+    timeout = IDLE_TIMEOUT_SECONDS
 
     def version_string(self) -> str:
         return SERVER_NAME
+
+
+@dataclass
+class _Connection:
+    started: float
+    sock: socket.socket
+
+
+class _Server(ThreadingWSGIServer):
+    """client_python's threading server with bounds: a real listen backlog, at most
+    MAX_CONNECTIONS handled at once, none for longer than CONNECTION_DEADLINE_SECONDS.
+
+    When every slot is taken, the oldest connection gives its slot up if it has had
+    EVICT_AFTER_SECONDS (a scrape is answered in milliseconds: what is that old is a slow or
+    idle client); otherwise the newcomer waits up to FULL_WAIT_SECONDS for a slot, then gets
+    a quick 503. So idle or slow sockets cannot pin threads, nor keep Prometheus out.
+    """
+
+    request_queue_size = BACKLOG
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+        self._open: dict[socket.socket, _Connection] = {}
+        self._open_lock = threading.Lock()
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._take_slot():
+            self._refuse(request)
+            return
+        with self._open_lock:
+            self._open[request] = _Connection(time.monotonic(), request)
+        super().process_request(request, client_address)
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            with self._open_lock:
+                self._open.pop(request, None)
+            self._slots.release()
+
+    def service_actions(self) -> None:
+        """Between polls of the accept loop: end connections past their deadline."""
+        cutoff = time.monotonic() - CONNECTION_DEADLINE_SECONDS
+        with self._open_lock:
+            late = [c.sock for c in self._open.values() if c.started < cutoff]
+        for sock in late:
+            _hang_up(sock)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that went away or timed out is not an error of the exporter: no traceback."""
+
+    def _take_slot(self) -> bool:
+        """A slot now, or once one is given up (or taken back from an old connection)."""
+        if self._slots.acquire(blocking=False):
+            return True
+        deadline = time.monotonic() + FULL_WAIT_SECONDS
+        while time.monotonic() < deadline:
+            self._evict_oldest()
+            if self._slots.acquire(timeout=SLOT_POLL_SECONDS):
+                return True
+        return False
+
+    def _evict_oldest(self) -> None:
+        with self._open_lock:
+            oldest = min(self._open.values(), key=lambda c: c.started, default=None)
+        if oldest is not None and time.monotonic() - oldest.started > EVICT_AFTER_SECONDS:
+            _hang_up(oldest.sock)
+
+    def _refuse(self, request: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            request.sendall(BUSY)
+        self.shutdown_request(request)
+
+
+def _hang_up(sock: socket.socket) -> None:
+    """Wake the thread that waits on `sock`: its read or write fails at once, and it ends."""
+    with contextlib.suppress(OSError):  # closed meanwhile
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)  # the plain socket's: TLS state untouched
 
 
 class HttpServer:
     """The HTTP server in a background thread, so the main thread can wait for signals."""
 
     def __init__(self, app: App, address: str, port: int) -> None:
-        class Server(ThreadingWSGIServer):
+        class Server(_Server):
             """A class of its own: the address family is a class attribute."""
 
         Server.address_family, host = _get_best_family(address, port)  # type: ignore[no-untyped-call]

@@ -1,6 +1,12 @@
+import collections
+import contextlib
 import http.client
 import json
+import select
+import selectors
 import socket
+import threading
+import time
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,7 +22,14 @@ from lock_monitor.locks import Lock
 from lock_monitor.metrics import build_registry
 from lock_monitor.monitor import MonitorState
 from lock_monitor.snapshot import Snapshot
-from lock_monitor.web import CONTENT_SECURITY_POLICY, App, HttpServer, readiness
+from lock_monitor.web import (
+    CONTENT_SECURITY_POLICY,
+    FULL_WAIT_SECONDS,
+    MAX_CONNECTIONS,
+    App,
+    HttpServer,
+    readiness,
+)
 
 NOW = 1_800_000_000.0
 EVIL = Lock("lock:appointment:<script>", "<b>x</b>", "string", None, 40.0, "value", True)
@@ -224,3 +237,88 @@ def test_metrics_by_name_over_http() -> None:
     with serving() as server:
         _, body = request(server, "GET", "/metrics?name%5B%5D=stuck_locks_count")
     assert families(body.decode()) == {"stuck_locks_count": ["stuck_locks_count"]}
+
+
+SCRAPE = b"GET /metrics HTTP/1.1\r\nHost: exporter\r\nConnection: close\r\n\r\n"
+
+
+def scrape_all_at_once(port: int, count: int, timeout: float = 10.0) -> list[int | None]:
+    """`count` scrapes started together from one thread (non-blocking sockets, so they really
+    are concurrent): each one's HTTP status, None where none came within `timeout`."""
+    selector = selectors.DefaultSelector()
+    for index in range(count):
+        sock = socket.socket()
+        sock.setblocking(False)
+        sock.connect_ex(("127.0.0.1", port))
+        selector.register(sock, selectors.EVENT_WRITE, (index, bytearray()))
+    statuses: list[int | None] = [None] * count
+    deadline = time.monotonic() + timeout
+    while selector.get_map() and time.monotonic() < deadline:
+        for key, events in selector.select(timeout=max(0.0, deadline - time.monotonic())):
+            sock, (index, received) = key.fileobj, key.data
+            assert isinstance(sock, socket.socket)
+            try:
+                if events & selectors.EVENT_WRITE:
+                    sock.sendall(SCRAPE)
+                    selector.modify(sock, selectors.EVENT_READ, key.data)
+                    continue
+                chunk = sock.recv(65536)
+            except OSError:
+                chunk = b""
+            if chunk:
+                received += chunk
+                continue
+            statuses[index] = int(received.split(b" ", 2)[1]) if received else 0
+            selector.unregister(sock)
+            sock.close()
+    for key in list(selector.get_map().values()):
+        key.fileobj.close()  # type: ignore[union-attr]
+    return statuses
+
+
+def test_500_concurrent_scrapes_are_all_answered() -> None:
+    with serving() as server:
+        started = time.monotonic()
+        statuses = scrape_all_at_once(server.port, 500)
+        elapsed = time.monotonic() - started
+    assert statuses.count(200) == 500, collections.Counter(statuses)
+    assert elapsed < 5
+
+
+@contextmanager
+def slow_clients(port: int, count: int) -> Iterator[list[socket.socket]]:
+    """Clients that send half a request and then nothing, as a slowloris does."""
+    clients = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(count)]
+    try:
+        for client in clients:
+            client.sendall(b"GET /metrics HTTP/1.1\r\nHost: exporter\r\n")
+        yield clients
+    finally:
+        for client in clients:
+            client.close()
+
+
+def test_metrics_stay_responsive_under_200_slow_clients_with_bounded_threads() -> None:
+    threads_before = threading.active_count()
+    with serving() as server, slow_clients(server.port, 200):
+        for _ in range(10):
+            started = time.monotonic()
+            response, body = request(server, "GET", "/metrics")
+            assert response.status == 200
+            assert b"stuck_locks_count" in body
+            assert time.monotonic() - started < FULL_WAIT_SECONDS + 1
+        assert threading.active_count() <= threads_before + MAX_CONNECTIONS + 2
+
+
+def test_a_trickling_client_is_hung_up_on_at_the_deadline(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("lock_monitor.web.CONNECTION_DEADLINE_SECONDS", 1.0)
+    with serving() as server, slow_clients(server.port, 1) as [client]:
+        started = time.monotonic()
+        answer = b"x"
+        while answer and time.monotonic() - started < 5:
+            with contextlib.suppress(OSError):  # hung up on: a reset, or an end of file
+                client.sendall(b"X")  # a byte of a header, well within the idle timeout
+                ready, _, _ = select.select([client], [], [], 0.3)
+                answer = client.recv(100) if ready else b"x"
+        assert answer == b""
+        assert 1.0 <= time.monotonic() - started < 3
