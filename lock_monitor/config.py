@@ -35,6 +35,25 @@ DEFAULT_STUCK_THRESHOLD = 30.0
 DEFAULT_INTERVAL = 5.0
 MAX_INTERVAL = 86_400.0
 DEFAULT_MAX_REDIS_LOAD = 0.05
+# Between two successful passes a healthy monitor waits at most MAX_PACED_WAIT_SECONDS (or
+# --interval, if longer) and reads for at most --pass-timeout. By default the two fit in
+# LockMonitorStale's 2 minutes less one scrape (the alert sees a pass a scrape late; the guide
+# scrapes every 15 s), so the alert cannot fire on a monitor whose passes succeed.
+STALE_ALERT_SECONDS = 120.0
+SCRAPE_ALLOWANCE_SECONDS = 15.0
+MAX_PACED_WAIT_SECONDS = 60.0
+MIN_PASS_TIMEOUT = 30.0
+# A pass that gets further than this was fed by a runaway keyspace or a hostile server (a
+# SCAN cursor that never comes back to 0): it fails rather than grow memory without bound.
+MAX_PAGES_PER_PASS = 1_000_000
+MAX_KEYS_PER_PASS = 1_000_000
+
+
+def default_pass_timeout(interval: float) -> float:
+    """--pass-timeout when not given: what is left of the Stale budget after the longest wait."""
+    budget = STALE_ALERT_SECONDS - SCRAPE_ALLOWANCE_SECONDS
+    return max(MIN_PASS_TIMEOUT, budget - max(interval, MAX_PACED_WAIT_SECONDS))
+
 
 # HTTP and logs.
 DEFAULT_LISTEN_ADDRESS = "0.0.0.0"
@@ -123,6 +142,12 @@ class ScanSettings:
     stuck_threshold: float = DEFAULT_STUCK_THRESHOLD
     interval: float = DEFAULT_INTERVAL
     max_redis_load: float = DEFAULT_MAX_REDIS_LOAD
+    pass_timeout: float | None = None  # None: default_pass_timeout(interval)
+
+    @property
+    def deadline_seconds(self) -> float:
+        """How long one pass may take before it is stopped and counted as failed."""
+        return self.pass_timeout or default_pass_timeout(self.interval)
 
 
 @dataclass(frozen=True)

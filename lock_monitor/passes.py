@@ -16,6 +16,7 @@ from redis.exceptions import AskError, ClusterCrossSlotError, ClusterDownError, 
 
 from lock_monitor.config import RedisSettings, ScanSettings
 from lock_monitor.connection import Target, describe_tls_error
+from lock_monitor.deadline import PassBudget
 from lock_monitor.locks import LockTracker
 from lock_monitor.scanner import read_locks
 from lock_monitor.snapshot import OLDEST_SHOWN, Snapshot, SnapshotBuilder
@@ -77,6 +78,7 @@ def read_pass(
     `keep_oldest=None` keeps every lock in the snapshot, not only the oldest few.
     """
     started = time.monotonic()
+    budget = PassBudget(scan.deadline_seconds)
     settings = target.settings
     cluster = settings.mode == "cluster"
     builder = SnapshotBuilder(keep_oldest=keep_oldest)
@@ -87,13 +89,14 @@ def read_pass(
     try:
         for name, client in target.nodes():
             try:
-                for raw in read_locks(client, scan.pattern, scan.count, seen, cluster=cluster):
+                budget.check()
+                for raw in read_locks(client, scan.pattern, scan.count, seen, cluster, budget):
                     lock = tracker.classify(raw)
                     builder.add(lock)
                     if lock.stuck:
                         stuck.add(raw.key, lock, previously_stuck)
             except Exception as exc:  # any node failing fails the pass, after trying all
-                failures[name] = describe_error(exc, settings)
+                failures[name] = budget.exceeded or describe_error(exc, settings)
             nodes.append((name, name not in failures))
     except Exception as exc:  # the topology itself could not be read
         failures["topology"] = describe_error(exc, settings)

@@ -10,12 +10,14 @@ Nothing here blocks Redis: SCAN with a bounded COUNT, MGET, PTTL and TYPE only.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable, Iterator
 from typing import Any
 
 import redis
 from redis.crc import key_slot
 
+from lock_monitor.deadline import PassBudget
 from lock_monitor.locks import RawLock
 
 # A PTTL of -2 means the key went away between SCAN and the read: released, not a lock.
@@ -64,19 +66,25 @@ def _mget_groups(keys: list[bytes], cluster: bool) -> list[list[bytes]]:
 
 
 def read_locks(
-    client: redis.Redis, pattern: str, count: int, seen: set[bytes], cluster: bool = False
+    client: redis.Redis,
+    pattern: str,
+    count: int,
+    seen: set[bytes],
+    cluster: bool = False,
+    budget: PassBudget | None = None,
 ) -> Iterator[RawLock]:
     """Yield every live lock on `client` matching `pattern` once.
 
     `seen` holds the keys already yielded in this pass (SCAN may return a key twice, and in
     a cluster a key can show on two nodes during a failover); it is updated here.
     MGET answers nil for keys that are not strings; those get a TYPE in the next round trip.
-    `cluster`: `client` is one node of a Redis Cluster.
+    `cluster`: `client` is one node of a Redis Cluster. `budget`: the pass's limits.
     """
     pool = client.connection_pool
     connection: Any = pool.get_connection()
     try:
-        yield from _read_pages(connection, pattern, count, seen, cluster)
+        with budget.watching(connection._sock) if budget else contextlib.nullcontext():
+            yield from _read_pages(connection, pattern, count, seen, cluster, budget)
     except BaseException:
         connection.disconnect()  # replies may be left unread: never reuse this connection
         raise
@@ -85,7 +93,12 @@ def read_locks(
 
 
 def _read_pages(
-    connection: Any, pattern: str, count: int, seen: set[bytes], cluster: bool
+    connection: Any,
+    pattern: str,
+    count: int,
+    seen: set[bytes],
+    cluster: bool,
+    budget: PassBudget | None,
 ) -> Iterator[RawLock]:
     """The page reader: each round trip reads the keys of the page before and asks for the
     next page, so reading the locks adds no round trip to the SCAN itself; and it yields
@@ -110,6 +123,8 @@ def _read_pages(
             [] if cursor is None else [("SCAN", cursor, "MATCH", pattern, "COUNT", count)]
         )
         if trip:
+            if budget:
+                budget.check()
             trip.send()
         # The previous page's locks are classified while Redis works on this round trip.
         yield from ready
@@ -136,4 +151,6 @@ def _read_pages(
         if cursor is not None:
             next_cursor, keys = replies[page_at][0]
             cursor = int(next_cursor) or None
+            if budget:
+                budget.count_page(len(keys))
     yield from ready

@@ -32,6 +32,7 @@ from prometheus_client.exposition import (
 )
 from prometheus_client.registry import CollectorRegistry
 
+from lock_monitor.deadline import hang_up
 from lock_monitor.monitor import MonitorState
 from lock_monitor.views import printable, status_document, status_page
 
@@ -224,7 +225,7 @@ class _Server(ThreadingWSGIServer):
         with self._open_lock:
             late = [c.sock for c in self._open.values() if c.started < cutoff]
         for sock in late:
-            _hang_up(sock)
+            hang_up(sock)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         """A client that went away or timed out is not an error of the exporter: no traceback."""
@@ -244,18 +245,12 @@ class _Server(ThreadingWSGIServer):
         with self._open_lock:
             oldest = min(self._open.values(), key=lambda c: c.started, default=None)
         if oldest is not None and time.monotonic() - oldest.started > EVICT_AFTER_SECONDS:
-            _hang_up(oldest.sock)
+            hang_up(oldest.sock)
 
     def _refuse(self, request: socket.socket) -> None:
         with contextlib.suppress(OSError):
             request.sendall(BUSY)
         self.shutdown_request(request)
-
-
-def _hang_up(sock: socket.socket) -> None:
-    """Wake the thread that waits on `sock`: its read or write fails at once, and it ends."""
-    with contextlib.suppress(OSError):  # closed meanwhile
-        socket.socket.shutdown(sock, socket.SHUT_RDWR)  # the plain socket's: TLS state untouched
 
 
 class HttpServer:

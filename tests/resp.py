@@ -27,7 +27,7 @@ class Drip:
 
 
 def encode(value: Any) -> bytes:
-    """RESP 2: None is a nil bulk, str an OK-style status, Error an error, bytes a bulk."""
+    """RESP: None is a nil bulk, str an OK-style status, Error an error, bytes a bulk."""
     if value is None:
         return b"$-1\r\n"
     if isinstance(value, Error):
@@ -40,6 +40,8 @@ def encode(value: Any) -> bytes:
         return b"$%d\r\n%s\r\n" % (len(value), value)
     if isinstance(value, list | tuple):
         return b"*%d\r\n" % len(value) + b"".join(encode(item) for item in value)
+    if isinstance(value, dict):  # RESP 3: only HELLO's reply uses one
+        return b"%%%d\r\n" % len(value) + b"".join(encode(k) + encode(v) for k, v in value.items())
     raise TypeError(value)
 
 
@@ -52,6 +54,8 @@ def default_reply(command: list[bytes]) -> Any:
         return "OK"
     if command[0] == b"PING":
         return "PONG"
+    if command[0] == b"HELLO":  # redis-py 8 speaks RESP 3, a superset of what the fake sends
+        return {b"server": b"fake", b"proto": 3}
     if command[0] == b"TIME":
         return [b"1800000000", b"0"]
     return Error("ERR unknown command")
@@ -79,6 +83,8 @@ class FakeRedis:
 
     def stop(self) -> None:
         self._stop.set()
+        with contextlib.suppress(OSError):
+            self._listener.shutdown(socket.SHUT_RDWR)  # wakes accept() (close alone does not)
         self._listener.close()
         for conn in self._connections:
             with contextlib.suppress(OSError):  # closed by the client already
@@ -97,6 +103,7 @@ class FakeRedis:
                 conn, _ = self._listener.accept()
             except OSError:
                 return
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # replies go out at once
             self._connections.append(conn)
             self._spawn(self._serve, conn)
 

@@ -36,12 +36,17 @@ from lock_monitor.config import (
     DEFAULT_SCAN_COUNT,
     DEFAULT_STUCK_THRESHOLD,
     MAX_INTERVAL,
+    MAX_PACED_WAIT_SECONDS,
     MAX_REDIS_TIMEOUT,
     MAX_SCAN_COUNT,
+    MIN_PASS_TIMEOUT,
     REDIS_MODES,
+    SCRAPE_ALLOWANCE_SECONDS,
+    STALE_ALERT_SECONDS,
     RedisSettings,
     ScanSettings,
     ServerSettings,
+    default_pass_timeout,
 )
 from lock_monitor.connection import uses_tls
 
@@ -149,6 +154,16 @@ def scan_options(command: F) -> F:
             default=DEFAULT_SCAN_COUNT,
             help="SCAN COUNT: keys Redis examines per call (a bound on each call's work).",
         ),
+        option(
+            "--pass-timeout",
+            type=FiniteFloat(min=0, max=MAX_INTERVAL, min_open=True),
+            show_default=f"{default_pass_timeout(DEFAULT_INTERVAL):g}",
+            help="Seconds a pass may take before it is stopped and counted as failed. The "
+            f"default keeps LockMonitorStale quiet while passes succeed: "
+            f"{STALE_ALERT_SECONDS - SCRAPE_ALLOWANCE_SECONDS:g} s less the longest paced wait "
+            f"({MAX_PACED_WAIT_SECONDS:g} s, or the interval if longer), at least "
+            f"{MIN_PASS_TIMEOUT:g} s.",
+        ),
     ]
     return stack(decorators, command)
 
@@ -246,6 +261,7 @@ def scan_settings(params: dict[str, Any]) -> ScanSettings:
         stuck_threshold=params["stuck_threshold"],
         interval=params.get("interval", DEFAULT_INTERVAL),
         max_redis_load=params.get("max_redis_load", DEFAULT_MAX_REDIS_LOAD),
+        pass_timeout=params["pass_timeout"],
     )
 
 

@@ -42,7 +42,13 @@ class FakeScanner:
         self.error: Exception | None = None
 
     def __call__(
-        self, client: redis.Redis, pattern: str, count: int, seen: set[bytes], cluster: bool
+        self,
+        client: redis.Redis,
+        pattern: str,
+        count: int,
+        seen: set[bytes],
+        cluster: bool,
+        budget: object,
     ) -> Iterator[RawLock]:
         if self.error is not None:
             raise self.error  # a generator: raised on the first read, as redis-py does

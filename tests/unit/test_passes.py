@@ -42,7 +42,7 @@ class FakeTarget:
 
 
 def fake_read_locks(
-    client: Node, pattern: str, count: int, seen: set[bytes], cluster: bool
+    client: Node, pattern: str, count: int, seen: set[bytes], cluster: bool, budget: object
 ) -> Iterator[RawLock]:
     if client.error is not None:
         raise client.error
