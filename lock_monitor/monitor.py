@@ -65,6 +65,7 @@ class Monitor:
         self._target: Target | None = None
         self._stuck: dict[bytes, float] = {}  # raw key -> age, of the locks stuck last pass
         self._failures = 0
+        self._paced_on_wall_time = False  # logged once: the ACL refuses INFO
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="pass-loop", daemon=True)
 
@@ -123,8 +124,14 @@ class Monitor:
         self._failures = 0
         log_stuck_changes(self.log, result.stuck, self._stuck)
         self._stuck = result.stuck.ages
+        if result.redis_seconds is None and not self._paced_on_wall_time:
+            self._paced_on_wall_time = True
+            self.log.info("pacing_on_wall_time", reason="INFO commandstats refused (no +info)")
         delay = paced_delay(
-            result.snapshot.duration_seconds, self.scan.interval, self.scan.max_redis_load
+            result.redis_seconds,
+            result.snapshot.duration_seconds,
+            self.scan.interval,
+            self.scan.max_redis_load,
         )
         self.state = replace(
             previous,

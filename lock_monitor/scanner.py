@@ -15,6 +15,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 import redis
+from redis._parsers.helpers import parse_info
 from redis.crc import key_slot
 
 from lock_monitor.deadline import PassBudget
@@ -22,6 +23,8 @@ from lock_monitor.locks import RawLock
 
 # A PTTL of -2 means the key went away between SCAN and the read: released, not a lock.
 _GONE = -2
+# Every command a pass sends: Redis' time in them is what pacing counts (see command_seconds).
+PASS_COMMANDS = ("scan", "mget", "pttl", "type", "time")
 
 
 class _RoundTrip:
@@ -80,16 +83,40 @@ def read_locks(
     MGET answers nil for keys that are not strings; those get a TYPE in the next round trip.
     `cluster`: `client` is one node of a Redis Cluster. `budget`: the pass's limits.
     """
+    with held_connection(client, budget) as connection:
+        yield from _read_pages(connection, pattern, count, seen, cluster, budget)
+
+
+@contextlib.contextmanager
+def held_connection(client: redis.Redis, budget: PassBudget | None) -> Iterator[Any]:
+    """One connection of `client`'s pool for a run of round trips, hung up on at the pass's
+    deadline, and never reused after an error: replies may be left unread on it."""
     pool = client.connection_pool
     connection: Any = pool.get_connection()
     try:
         with budget.watching(connection._sock) if budget else contextlib.nullcontext():
-            yield from _read_pages(connection, pattern, count, seen, cluster, budget)
+            yield connection
     except BaseException:
-        connection.disconnect()  # replies may be left unread: never reuse this connection
+        connection.disconnect()
         raise
     finally:
         pool.release(connection)
+
+
+def command_seconds(client: redis.Redis, budget: PassBudget | None = None) -> float | None:
+    """Redis' own time so far in the commands a pass sends (INFO commandstats), or None where
+    the ACL refuses INFO. The counters are server-wide: other clients' SCANs count too, so a
+    difference of two readings errs high, never low."""
+    with held_connection(client, budget) as connection:
+        if budget:
+            budget.check()
+        connection.send_command("INFO", "commandstats")
+        try:
+            stats = parse_info(connection.read_response())  # type: ignore[no-untyped-call]
+        except redis.ResponseError:  # NOPERM: the user lacks +info
+            return None
+    usec = sum(stats.get(f"cmdstat_{name}", {}).get("usec", 0) for name in PASS_COMMANDS)
+    return float(usec) / 1_000_000
 
 
 def _read_pages(

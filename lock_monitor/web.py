@@ -32,6 +32,7 @@ from prometheus_client.exposition import (
 )
 from prometheus_client.registry import CollectorRegistry
 
+from lock_monitor.config import SCRAPE_ALLOWANCE_SECONDS, STALE_ALERT_SECONDS
 from lock_monitor.deadline import hang_up
 from lock_monitor.monitor import MonitorState
 from lock_monitor.views import printable, status_document, status_page
@@ -51,14 +52,18 @@ StartResponse = Callable[..., Any]
 
 
 def readiness(state: MonitorState, interval: float, now: float) -> str | None:
-    """None when ready; else why not. Ready means a pass succeeded within 3 intervals."""
+    """None when ready; else why not. Ready means a pass succeeded within 3 cycles (a wait
+    and a pass: room for a failed pass or two), and never longer ago than LockMonitorStale
+    allows, less a scrape, unless --interval itself is longer: ready and stale never agree."""
     since = state.seconds_since_success(now)
     if since is None:
         return "no successful pass yet" + (f": {state.last_error}" if state.last_error else "")
     assert state.snapshot is not None
-    # Pacing may stretch the interval; the allowance stretches with it.
+    # Pacing may stretch the wait (up to its cap); the allowance stretches with it.
     wait = max(interval, state.delay_seconds if state.redis_up else interval)
-    limit = READY_WITHIN_INTERVALS * (wait + state.snapshot.duration_seconds)
+    cycle = wait + state.snapshot.duration_seconds
+    stale = STALE_ALERT_SECONDS - SCRAPE_ALLOWANCE_SECONDS
+    limit = max(min(READY_WITHIN_INTERVALS * cycle, stale), cycle + interval)
     if since > limit:
         reason = f"last successful pass {since:.1f}s ago (limit {limit:.1f}s)"
         return reason + (f": {state.last_error}" if state.last_error else "")

@@ -34,7 +34,7 @@ from pathlib import Path
 USERS = {
     "default": "~* &* +@all",
     "lockmon": "resetkeys %R~lock:* resetchannels -@all "
-    "+scan +mget +pttl +type +time +ping +client|no-touch",
+    "+scan +mget +pttl +type +time +ping +info +client|no-touch",
     "exporter": "resetkeys resetchannels -@all "
     "+client +ping +info +config|get +cluster|info +slowlog +latency +memory +select",
     "backup": "resetkeys resetchannels -@all +replconf +sync",

@@ -10,6 +10,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from typing import Any
 from urllib.parse import urlencode
 from wsgiref.util import setup_testing_defaults
@@ -72,6 +73,15 @@ def test_readiness_rules() -> None:
     assert late is not None
     assert "16.0s ago" in late
     assert "boom" in late
+
+
+def test_readiness_never_outlasts_the_stale_alert() -> None:
+    """A long pass and the longest paced wait: ready for 3 such cycles would be 5 minutes."""
+    paced = MonitorState(redis_up=True, snapshot=snapshot(106), delay_seconds=60, paced=True)
+    late = readiness(replace(paced, snapshot=Snapshot(NOW - 106, 40, 1, 1, 1, 1, ())), 5, NOW)
+    assert late is not None
+    assert "limit 105.0s" in late
+    assert readiness(MonitorState(redis_up=True, snapshot=snapshot(400)), 300, NOW) is None
 
 
 def test_readiness_allows_for_pacing() -> None:
