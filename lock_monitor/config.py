@@ -8,8 +8,11 @@ is written once.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Final, Literal, get_args
+from typing import TYPE_CHECKING, Final, Literal, get_args
 from urllib.parse import unquote, urlsplit
+
+if TYPE_CHECKING:
+    from lock_monitor.webconfig import WebConfig
 
 RedisMode = Literal["standalone", "cluster", "sentinel"]
 REDIS_MODES: tuple[RedisMode, ...] = get_args(RedisMode)
@@ -154,3 +157,13 @@ class ScanSettings:
 class ServerSettings:
     listen_address: str = DEFAULT_LISTEN_ADDRESS
     port: int = DEFAULT_PORT
+    web: WebConfig | None = None  # --web-config-file: TLS and basic auth
+
+    def redacted(self) -> dict[str, object]:
+        return {
+            "listen_address": self.listen_address,
+            "port": self.port,
+            "web_config_file": str(self.web.path) if self.web else None,
+            "tls": bool(self.web and self.web.tls),
+            "basic_auth_users": sorted(self.web.users) if self.web else [],
+        }

@@ -15,6 +15,7 @@ from lock_monitor.errors import OperatorError
 from lock_monitor.metrics import build_registry
 from lock_monitor.monitor import Monitor
 from lock_monitor.web import App, HttpServer
+from lock_monitor.webconfig import BasicAuth, ServerTls
 
 
 def stop_on_signals(log: Any) -> threading.Event:
@@ -58,16 +59,27 @@ def serve(
         version=__version__,
         redis=redis.redacted(),
         scan=asdict(scan),
-        http=asdict(server_settings),
+        http=server_settings.redacted(),
     )
 
     monitor = Monitor(redis, scan, log=log)
     registry = build_registry(lambda: monitor.state, redis.mode)
+    web = server_settings.web
     app = App(
-        lambda: monitor.state, monitor.is_alive, registry, redis.target(), redis.mode, scan.interval
+        lambda: monitor.state,
+        monitor.is_alive,
+        registry,
+        redis.target(),
+        redis.mode,
+        scan.interval,
+        auth=BasicAuth(web.users) if web and web.users else None,
+        headers=web.headers if web else (),
     )
+    tls = None
+    if web and web.tls:
+        tls = ServerTls(web.tls, lambda error: log.warning("web_tls_reload_failed", error=error))
     try:
-        server = HttpServer(app, server_settings.listen_address, server_settings.port)
+        server = HttpServer(app, server_settings.listen_address, server_settings.port, tls)
     except OSError as exc:
         raise listen_error(server_settings, exc) from None
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -36,6 +37,7 @@ from lock_monitor.config import SCRAPE_ALLOWANCE_SECONDS, STALE_ALERT_SECONDS
 from lock_monitor.deadline import hang_up
 from lock_monitor.monitor import MonitorState
 from lock_monitor.views import printable, status_document, status_page
+from lock_monitor.webconfig import BasicAuth, ServerTls
 
 READY_WITHIN_INTERVALS = 3
 # Connections: what a burst of scrapes, a slow client or an idle socket can cost.
@@ -87,6 +89,7 @@ SECURITY_HEADERS = (
     ("Server", SERVER_NAME),
 )
 ALLOWED_METHODS = ("GET", "HEAD")
+OPEN_PATHS = ("/healthz", "/readyz")  # for probes: no basic auth, even when users are set
 
 
 class App:
@@ -104,11 +107,15 @@ class App:
         target: str,
         mode: str,
         interval: float,
+        auth: BasicAuth | None = None,
+        headers: Iterable[tuple[str, str]] = (),
     ) -> None:
         self.state, self.alive, self.target, self.mode = state, alive, target, mode
         self.interval = interval
         self.metrics_app = make_wsgi_app(registry)
-        self.headers = list(SECURITY_HEADERS)
+        self.auth = auth
+        chosen = dict(headers)  # the web config's headers replace the defaults of that name
+        self.headers = [(k, chosen.pop(k, v)) for k, v in SECURITY_HEADERS] + list(chosen.items())
         self.routes: dict[str, Callable[[float], Response]] = {
             "/": self.status_page,
             "/locks": self.locks,
@@ -124,6 +131,10 @@ class App:
 
     def respond(self, method: str, environ: dict[str, Any]) -> Reply:
         path = environ.get("PATH_INFO", "/")
+        authorization = environ.get("HTTP_AUTHORIZATION")
+        if self.auth and path not in OPEN_PATHS and not self.auth.allows(authorization):
+            challenge = [("WWW-Authenticate", 'Basic realm="lock-monitor", charset="UTF-8"')]
+            return _reply(HTTPStatus.UNAUTHORIZED, "unauthorized\n", TEXT, challenge)
         if method not in ALLOWED_METHODS:
             allow = [("Allow", ", ".join(ALLOWED_METHODS))]
             return _reply(HTTPStatus.METHOD_NOT_ALLOWED, "method not allowed\n", TEXT, allow)
@@ -201,6 +212,7 @@ class _Server(ThreadingWSGIServer):
     """
 
     request_queue_size = BACKLOG
+    tls: ServerTls | None = None  # set before serving: every connection then speaks TLS
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -223,6 +235,34 @@ class _Server(ThreadingWSGIServer):
             with self._open_lock:
                 self._open.pop(request, None)
             self._slots.release()
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        request.settimeout(IDLE_TIMEOUT_SECONDS)  # the TLS handshake's reads too
+        if self.tls is None:
+            super().finish_request(request, client_address)
+            return
+        secure = self._secure(request)
+        if secure is not None:
+            try:
+                super().finish_request(secure, client_address)
+            finally:
+                self.shutdown_request(secure)
+
+    def _secure(self, request: socket.socket) -> ssl.SSLSocket | None:
+        """The connection with TLS on, with the context of the certificate files as they are now;
+        None when the handshake fails or the client's certificate names no allowed SAN."""
+        assert self.tls is not None
+        try:
+            secure = self.tls.context().wrap_socket(request, server_side=True)
+        except (OSError, ssl.SSLError):  # not TLS, or a certificate that does not verify
+            return None
+        with self._open_lock:
+            if request in self._open:
+                self._open[request].sock = secure  # the plain socket was handed over to it
+        if not self.tls.settings.san_allowed(secure):
+            self.shutdown_request(secure)
+            return None
+        return secure
 
     def service_actions(self) -> None:
         """Between polls of the accept loop: end connections past their deadline."""
@@ -253,18 +293,20 @@ class _Server(ThreadingWSGIServer):
             hang_up(oldest.sock)
 
     def _refuse(self, request: socket.socket) -> None:
-        with contextlib.suppress(OSError):
-            request.sendall(BUSY)
+        if self.tls is None:  # a TLS client would not understand plain text
+            with contextlib.suppress(OSError):
+                request.sendall(BUSY)
         self.shutdown_request(request)
 
 
 class HttpServer:
     """The HTTP server in a background thread, so the main thread can wait for signals."""
 
-    def __init__(self, app: App, address: str, port: int) -> None:
+    def __init__(self, app: App, address: str, port: int, tls: ServerTls | None = None) -> None:
         class Server(_Server):
             """A class of its own: the address family is a class attribute."""
 
+        Server.tls = tls
         Server.address_family, host = _get_best_family(address, port)  # type: ignore[no-untyped-call]
         self._server = make_server(host, port, app, Server, handler_class=_Handler)
         self.port = int(self._server.server_address[1])

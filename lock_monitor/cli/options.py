@@ -21,6 +21,7 @@ from lock_monitor.cli.validation import (
     not_empty,
     read_secret,
     redis_url,
+    web_config,
 )
 from lock_monitor.config import (
     DEFAULT_INTERVAL,
@@ -186,6 +187,13 @@ def port_option(command: F) -> F:
     )(command)
 
 
+WEB_CONFIG_FILE = option(
+    "--web-config-file",
+    type=click.Path(dir_okay=False),
+    callback=web_config,
+    help="TLS and basic auth for the HTTP endpoint, in the web configuration format of "
+    "Prometheus exporters (exporter-toolkit); /healthz and /readyz stay open for probes.",
+)
 LISTEN_ADDRESS = option(
     "--listen-address",
     type=ListenAddress(),
@@ -268,11 +276,12 @@ def scan_settings(params: dict[str, Any]) -> ScanSettings:
 def server_settings(params: dict[str, Any]) -> ServerSettings:
     """Where to serve HTTP: a port in --listen-address stands in for --port, never beside it."""
     host, port = params["listen_address"]
+    web = params.get("web_config_file")
     if port is None:
-        return ServerSettings(host, params["port"])
+        return ServerSettings(host, params["port"], web)
     if click.get_current_context().get_parameter_source("port") is not ParameterSource.DEFAULT:
         raise click.UsageError(
             "the port is given twice, in --listen-address and in --port (or LOCK_MONITOR_PORT): "
             "keep one"
         )
-    return ServerSettings(host, port)
+    return ServerSettings(host, port, web)

@@ -8,6 +8,7 @@ import click
 
 from lock_monitor.cli.options import (
     LISTEN_ADDRESS,
+    WEB_CONFIG_FILE,
     interval_option,
     log_options,
     option,
@@ -45,6 +46,7 @@ Examples, one per mode:
 )
 @LISTEN_ADDRESS
 @port_option
+@WEB_CONFIG_FILE
 @log_options
 def run(**params: Any) -> None:
     """Run the exporter: scan the locks in the background and serve the results."""

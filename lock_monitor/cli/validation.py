@@ -188,6 +188,18 @@ def read_secret(ctx: click.Context, param: click.Parameter, value: str | None) -
     return secret
 
 
+def web_config(ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
+    """The web configuration file, read and checked now: a mistake stops the start (exit 2)."""
+    if value is None:
+        return None
+    from lock_monitor.webconfig import WebConfigError, load_web_config  # `run` alone needs it
+
+    try:
+        return load_web_config(value)
+    except WebConfigError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
 class FiniteFloat(click.FloatRange):
     """A float range that also refuses nan and inf, which FloatRange lets through (every
     comparison with nan is false): `--interval nan` would otherwise spin against Redis."""
