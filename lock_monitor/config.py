@@ -48,8 +48,8 @@ MAX_PACED_WAIT_SECONDS = 60.0
 MIN_PASS_TIMEOUT = 30.0
 # A pass that gets further than this was fed by a runaway keyspace or a hostile server (a
 # SCAN cursor that never comes back to 0): it fails rather than grow memory without bound.
-MAX_PAGES_PER_PASS = 1_000_000
-MAX_KEYS_PER_PASS = 1_000_000
+MAX_PAGES_PER_PASS = 10_000_000
+MAX_KEYS_PER_PASS = 10_000_000
 
 
 def default_pass_timeout(interval: float) -> float:
