@@ -38,6 +38,7 @@ DEFAULT_STUCK_THRESHOLD = 30.0
 DEFAULT_INTERVAL = 5.0
 MAX_INTERVAL = 86_400.0
 DEFAULT_MAX_REDIS_LOAD = 0.05
+DEFAULT_WATCH_EVERY = 2.0  # seconds between refreshes of `locks --watch`
 # Between two successful passes a healthy monitor waits at most MAX_PACED_WAIT_SECONDS (or
 # --interval, if longer) and reads for at most --pass-timeout. By default the two fit in
 # LockMonitorStale's 2 minutes less one scrape (the alert sees a pass a scrape late; the guide

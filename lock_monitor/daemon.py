@@ -72,6 +72,8 @@ def serve(
         redis.target(),
         redis.mode,
         scan.interval,
+        stuck_threshold=scan.stuck_threshold,
+        history=monitor.history,
         auth=BasicAuth(web.users) if web and web.users else None,
         headers=web.headers if web else (),
     )

@@ -15,6 +15,7 @@ import structlog
 
 from lock_monitor.config import RedisSettings, ScanSettings
 from lock_monitor.connection import Target, connect
+from lock_monitor.history import History
 from lock_monitor.locks import LockTracker
 from lock_monitor.passes import NodeStatus, PassFailed, PassResult, describe_error, read_pass
 from lock_monitor.schedule import backoff_delay, paced_delay
@@ -58,6 +59,7 @@ class Monitor:
     scan: ScanSettings
     connector: Callable[[RedisSettings], Target] = connect
     log: Any = field(default_factory=lambda: structlog.get_logger("lock_monitor"))
+    history: History = field(default_factory=History)  # the recent passes, for the page's charts
 
     def __post_init__(self) -> None:
         self.state = MonitorState(delay_seconds=self.scan.interval)
@@ -127,6 +129,16 @@ class Monitor:
         if result.redis_seconds is None and not self._paced_on_wall_time:
             self._paced_on_wall_time = True
             self.log.info("pacing_on_wall_time", reason="INFO commandstats refused (no +info)")
+        snapshot = result.snapshot
+        self.history.record(
+            snapshot.completed_at,
+            {
+                "active": snapshot.active,
+                "stuck": snapshot.stuck,
+                "without_ttl": snapshot.without_ttl,
+                "oldest_age_seconds": snapshot.oldest_age_seconds,
+            },
+        )
         delay = paced_delay(
             result.redis_seconds,
             result.snapshot.duration_seconds,

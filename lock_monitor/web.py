@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from http import HTTPStatus
+from importlib import resources
 from typing import Any
 from wsgiref.simple_server import make_server
 
@@ -33,8 +34,9 @@ from prometheus_client.exposition import (
 )
 from prometheus_client.registry import CollectorRegistry
 
-from lock_monitor.config import SCRAPE_ALLOWANCE_SECONDS, STALE_ALERT_SECONDS
+from lock_monitor.config import SCRAPE_ALLOWANCE_SECONDS, STALE_ALERT_SECONDS, ScanSettings
 from lock_monitor.deadline import hang_up
+from lock_monitor.history import History
 from lock_monitor.monitor import MonitorState
 from lock_monitor.views import printable, status_document, status_page
 from lock_monitor.webconfig import BasicAuth, ServerTls
@@ -50,6 +52,8 @@ FULL_WAIT_SECONDS = 2.0  # when full, how long a newcomer waits for a slot befor
 SLOT_POLL_SECONDS = 0.05
 BUSY = b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
 TEXT = "text/plain; charset=utf-8"
+STATIC = {"page.css": "text/css; charset=utf-8", "page.js": "text/javascript; charset=utf-8"}
+PAGE_REFRESH_SECONDS = (2.0, 30.0)  # the page refreshes every interval, within these bounds
 StartResponse = Callable[..., Any]
 
 
@@ -107,11 +111,14 @@ class App:
         target: str,
         mode: str,
         interval: float,
+        *,
+        stuck_threshold: float = ScanSettings.stuck_threshold,
+        history: History | None = None,
         auth: BasicAuth | None = None,
         headers: Iterable[tuple[str, str]] = (),
     ) -> None:
         self.state, self.alive, self.target, self.mode = state, alive, target, mode
-        self.interval = interval
+        self.interval, self.stuck_threshold, self.history = interval, stuck_threshold, history
         self.metrics_app = make_wsgi_app(registry)
         self.auth = auth
         chosen = dict(headers)  # the web config's headers replace the defaults of that name
@@ -122,6 +129,8 @@ class App:
             "/healthz": self.healthz,
             "/readyz": self.readyz,
         }
+        for name, content_type in STATIC.items():
+            self.routes[f"/static/{name}"] = static_file(name, content_type)
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         method = environ.get("REQUEST_METHOD", "GET")
@@ -166,13 +175,27 @@ class App:
             return HTTPStatus.SERVICE_UNAVAILABLE, printable(reason) + "\n", TEXT
         return HTTPStatus.OK, "ready\n", TEXT
 
+    def document(self, now: float) -> dict[str, Any]:
+        return status_document(
+            self.state(), self.target, self.mode, now, stuck_threshold=self.stuck_threshold
+        )
+
     def locks(self, now: float) -> Response:
-        document = status_document(self.state(), self.target, self.mode, now)
-        return HTTPStatus.OK, json.dumps(document, indent=2) + "\n", "application/json"
+        return HTTPStatus.OK, json.dumps(self.document(now), indent=2) + "\n", "application/json"
 
     def status_page(self, now: float) -> Response:
-        document = status_document(self.state(), self.target, self.mode, now)
-        return HTTPStatus.OK, status_page(document), "text/html; charset=utf-8"
+        window = self.history.window(now) if self.history else None
+        series = self.history.series if self.history else ()
+        refresh = min(max(self.interval, PAGE_REFRESH_SECONDS[0]), PAGE_REFRESH_SECONDS[1])
+        page = status_page(self.document(now), window, series, refresh)
+        return HTTPStatus.OK, page, "text/html; charset=utf-8"
+
+
+def static_file(name: str, content_type: str) -> Callable[[float], Response]:
+    """A route serving one file of lock_monitor/static, read once (the page's CSP wants its
+    script and style as files of this origin)."""
+    body = resources.files("lock_monitor").joinpath("static", name).read_text(encoding="utf-8")
+    return lambda now: (HTTPStatus.OK, body, content_type)
 
 
 def _reply(

@@ -53,7 +53,7 @@ def test_locks_command_counts_each_lock_once(cluster: ClusterServers) -> None:
     result = run_monitor(
         "locks", "--json", "--redis-mode", "cluster", "--redis-url", cluster.seed_url
     )
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 3, result.stderr  # some are stuck
     document = json.loads(result.stdout)
     assert (document["pass"]["active"], document["pass"]["stuck"]) == (LOCKS, STUCK)
     keys = [lock["key"] for lock in document["locks"]]

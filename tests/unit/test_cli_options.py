@@ -18,6 +18,9 @@ pytestmark = pytest.mark.usefixtures("clean_env")
 
 BAD_INPUTS = [
     (["run", "--interval", "0"], "--interval"),
+    (["locks", "--from", "ftp://host:9150"], "--from"),
+    (["locks", "--from", "localhost:9150"], "--from"),
+    (["locks", "--watch", "--every", "0"], "--every"),
     (["run", "--interval", "-1"], "--interval"),
     (["run", "--stuck-threshold", "-5"], "--stuck-threshold"),
     (["run", "--port", "70000"], "--port"),

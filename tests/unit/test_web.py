@@ -11,6 +11,7 @@ import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 from wsgiref.util import setup_testing_defaults
@@ -19,6 +20,7 @@ import pytest
 from prometheus_client import exposition
 from prometheus_client.parser import text_string_to_metric_families
 
+import lock_monitor
 from lock_monitor.locks import Lock
 from lock_monitor.metrics import build_registry
 from lock_monitor.monitor import MonitorState
@@ -107,6 +109,19 @@ def test_status_page_is_html() -> None:
     assert status == "200 OK"
     assert headers["Content-Type"] == "text/html; charset=utf-8"
     assert "&lt;script&gt;" in body  # rendered by views.status_page, escaped
+
+
+@pytest.mark.parametrize(
+    ("name", "content_type"),
+    [("page.js", "text/javascript; charset=utf-8"), ("page.css", "text/css; charset=utf-8")],
+)
+def test_the_page_script_and_style_are_served_from_the_package(
+    name: str, content_type: str
+) -> None:
+    status, headers, body = call(MonitorState(), f"/static/{name}")
+    assert (status, headers["Content-Type"]) == ("200 OK", content_type)
+    assert body == (Path(lock_monitor.__file__).parent / "static" / name).read_text()
+    assert call(MonitorState(), "/static/../web.py")[0].startswith("404")
 
 
 def test_locks_json() -> None:
