@@ -168,6 +168,30 @@ def monitor_env(**extra: str) -> dict[str, str]:
     return env
 
 
+class Metrics(dict[str, list[Sample]]):
+    """A /metrics page parsed by prometheus_client: sample name -> its samples."""
+
+    @classmethod
+    def parse(cls, text: str) -> Metrics:
+        metrics = cls()
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                metrics.setdefault(sample.name, []).append(sample)
+        return metrics
+
+    @classmethod
+    def scrape(cls, url: str) -> Metrics:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return cls.parse(response.read().decode())
+
+    def value(self, name: str, **labels: str) -> float | None:
+        """One sample's value, or None when the metric is absent."""
+        for sample in self.get(name, []):
+            if all(sample.labels.get(k) == v for k, v in labels.items()):
+                return float(sample.value)
+        return None
+
+
 class MonitorProcess:
     """`lock-monitor run` as a separate process on a free port, as it runs in production."""
 
@@ -221,22 +245,13 @@ class MonitorProcess:
         except urllib.error.HTTPError as error:
             return error.code, error.read().decode()
 
-    def metrics(self) -> dict[str, list[Sample]]:
-        """/metrics parsed by prometheus_client: sample name -> samples."""
+    def metrics(self) -> Metrics:
         status, body = self.get("/metrics")
         assert status == 200
-        samples: dict[str, list[Sample]] = {}
-        for family in text_string_to_metric_families(body):
-            for sample in family.samples:
-                samples.setdefault(sample.name, []).append(sample)
-        return samples
+        return Metrics.parse(body)
 
     def value(self, name: str, **labels: str) -> float | None:
-        """One sample's value, or None when the metric is absent."""
-        for sample in self.metrics().get(name, []):
-            if all(sample.labels.get(k) == v for k, v in labels.items()):
-                return float(sample.value)
-        return None
+        return self.metrics().value(name, **labels)
 
     def stop(self, sig: int = signal.SIGTERM) -> int:
         """Stop it and return the exit code; the log is kept in `log_lines`."""

@@ -4,8 +4,9 @@ A backup file appears under its final name only once it is complete, synced and 
 written to a hidden temp file in the same directory, fsynced, moved into place, and the
 directory fsynced. Any failure removes the temp file, so a crash or a full disk never leaves a
 half-written backup that retention could later mistake for a good one. A run killed outright
-cannot remove its temp file: the next run writing the same name does, recognising a dead run's
-temp file by its lock.
+cannot remove its temp and scratch files: the next backup into the same directory does,
+recognising a dead run's files by their lock, which a running backup holds for as long as its
+files exist.
 """
 
 from __future__ import annotations
@@ -15,18 +16,22 @@ import os
 import re
 import stat
 import tempfile
-from collections.abc import Collection, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from io import FileIO
 from pathlib import Path
-from typing import BinaryIO
 
 from lock_monitor.errors import OperatorError
 
 STAMP_FORMAT = "%Y%m%dT%H%M%SZ"
 STAMP_PATTERN = r"(?P<stamp>\d{8}T\d{6}Z)"
 CHUNK_SIZE = 1 << 20
+TEMP_NAME = re.compile(r"\.(?P<final>.+)\.[a-z0-9_]{8}\.tmp")  # mkstemp's names beside the final
+SCRATCH_PREFIX, SCRATCH_SUFFIX = ".scratch-", ".db"
+SCRATCH_NAME = re.compile(rf"{re.escape(SCRATCH_PREFIX)}[a-z0-9_]{{8}}{re.escape(SCRATCH_SUFFIX)}")
+SQLITE_SIDE_FILES = ("-journal", "-wal", "-shm")
 
 
 class BackupError(OperatorError):
@@ -65,19 +70,24 @@ def utc_stamp(now: datetime) -> str:
 class PendingFile:
     """The temp file being written; a failed write (a full disk) names the file it was for."""
 
-    def __init__(self, file: BinaryIO, path: Path, final: Path) -> None:
+    def __init__(self, file: FileIO, path: Path, final: Path) -> None:
         self.file = file
         self.path = path
         self.final = final
         self.size = 0
 
     def write(self, data: bytes) -> int:
-        try:
-            written = self.file.write(data)
-        except OSError as exc:
-            raise self.write_failed(exc) from None
-        self.size += written
-        return written
+        """All of `data`: the unbuffered file may take only part of it (a disk filling up)."""
+        left = memoryview(data).cast("B")
+        total = len(left)
+        while left:
+            try:
+                written = self.file.write(left)
+            except OSError as exc:
+                raise self.write_failed(exc) from None
+            left = left[written:]
+            self.size += written
+        return total
 
     def flush(self) -> None:
         """Flush and fsync, so that what is checked next is what is on disk."""
@@ -102,9 +112,11 @@ def atomic_file(final: Path, *, replace: bool = False) -> Iterator[PendingFile]:
     """
     if final.exists() and not replace:
         raise BackupError(f"{final} already exists")
-    remove_stale_temps(final)
-    fd, temp = _locked_temp(final)
-    with os.fdopen(fd, "wb") as file:
+    remove_stale_temps(final.parent, re.compile(re.escape(final.name)))
+    fd, temp = _locked_temp(final.parent, prefix=f".{final.name}.", suffix=".tmp")
+    # Unbuffered: each write reaches the file at once, so closing it has nothing left to write
+    # that could fail a second time (a full disk) and hide the first error.
+    with os.fdopen(fd, "wb", buffering=0) as file:
         try:
             pending = PendingFile(file, temp, final)
             yield pending
@@ -124,10 +136,10 @@ def atomic_file(final: Path, *, replace: bool = False) -> Iterator[PendingFile]:
             temp.unlink(missing_ok=True)  # before the lock goes with the file
 
 
-def _locked_temp(final: Path) -> tuple[int, Path]:
-    """A new temp file beside `final`, created and then locked for as long as it is open."""
+def _locked_temp(directory: Path, prefix: str, suffix: str) -> tuple[int, Path]:
+    """A new temp file in `directory`, created and then locked for as long as it is open."""
     while True:
-        fd, path = _new_temp(final.parent, prefix=f".{final.name}.", suffix=".tmp")
+        fd, path = _new_temp(directory, prefix, suffix)
         fcntl.flock(fd, fcntl.LOCK_EX)
         if _still_named(fd, path):
             return fd, path
@@ -149,21 +161,37 @@ def _still_named(fd: int, path: Path) -> bool:
         return False
 
 
-def remove_stale_temps(final: Path) -> None:
-    """Delete the temp files that runs killed while writing `final` left beside it.
+def remove_stale_temps(directory: Path, *final_names: re.Pattern[str]) -> None:
+    """Delete the temp files that runs killed while writing a file named by `final_names` left
+    in `directory` (every stamp: each run writes a new name)."""
 
-    Only names of this module's temp-file pattern for `final` are considered, and only regular
-    files that no running write holds locked. A directory that cannot be read or written is
-    left for the write itself to report.
+    def is_temp(name: str) -> bool:
+        match = TEMP_NAME.fullmatch(name)
+        return match is not None and any(final.fullmatch(match["final"]) for final in final_names)
+
+    _remove_unlocked(directory, is_temp, side_files=())
+
+
+def remove_stale_scratch(directory: Path) -> None:
+    """Delete the scratch databases (and SQLite's files beside them) of killed runs."""
+    _remove_unlocked(directory, SCRATCH_NAME.fullmatch, side_files=SQLITE_SIDE_FILES)
+
+
+def _remove_unlocked(
+    directory: Path, is_ours: Callable[[str], object], side_files: tuple[str, ...]
+) -> None:
+    """Delete the files of `directory` that `is_ours` names and no running backup holds locked.
+
+    Only regular files are considered (never a symlink or a directory). A directory that cannot
+    be read or written is left for the backup itself to report.
     """
-    pattern = re.compile(rf"\.{re.escape(final.name)}\.[a-z0-9_]{{8}}\.tmp")  # mkstemp's names
     try:
-        with os.scandir(final.parent) as entries:
-            names = [entry.name for entry in entries if pattern.fullmatch(entry.name)]
+        with os.scandir(directory) as entries:
+            names = [entry.name for entry in entries if is_ours(entry.name)]
     except OSError:
         return
     for name in names:
-        path = final.parent / name
+        path = directory / name
         try:
             fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
         except OSError:
@@ -176,22 +204,28 @@ def remove_stale_temps(final: Path) -> None:
             except BlockingIOError:
                 continue  # a run in progress
             if _still_named(fd, path):
-                with suppress(OSError):
-                    path.unlink()
+                _unlink(path, side_files)
         finally:
             os.close(fd)
 
 
 @contextmanager
-def scratch_path(directory: Path, suffix: str) -> Iterator[Path]:
-    """A temp file name in `directory` (not /tmp: the root filesystem may be read-only)."""
-    fd, path = _new_temp(directory, prefix=".scratch-", suffix=suffix)
-    os.close(fd)
+def scratch_database(directory: Path) -> Iterator[Path]:
+    """A temp SQLite file in `directory` (not /tmp: the root filesystem may be read-only),
+    locked while in use so that `remove_stale_scratch` of another run leaves it alone."""
+    fd, path = _locked_temp(directory, SCRATCH_PREFIX, SCRATCH_SUFFIX)
     try:
         yield path
     finally:
-        for leftover in (path, *(Path(f"{path}{side}") for side in ("-journal", "-wal", "-shm"))):
-            leftover.unlink(missing_ok=True)
+        _unlink(path, SQLITE_SIDE_FILES)
+        os.close(fd)  # the lock goes once the files are gone
+
+
+def _unlink(path: Path, side_files: tuple[str, ...]) -> None:
+    """`path` and the files named after it; what cannot be removed is left for the next run."""
+    for leftover in (path, *(Path(f"{path}{side}") for side in side_files)):
+        with suppress(OSError):
+            leftover.unlink()
 
 
 def fsync_dir(directory: Path) -> None:

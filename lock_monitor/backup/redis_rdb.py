@@ -28,6 +28,7 @@ from lock_monitor.backup.files import (
     atomic_file,
     os_failure,
     prune,
+    remove_stale_temps,
     utc_stamp,
 )
 from lock_monitor.connection import Target
@@ -237,6 +238,7 @@ def format_slot_ranges(ranges: SlotRanges) -> str:
 
 def backup_redis(target: Target, dest: Path, keep_days: int) -> Iterator[BackupResult]:
     """One RDB per node (one per primary in a Cluster), each followed by retention."""
+    remove_stale_temps(dest, STANDALONE_NAME, CLUSTER_NAME)
     try:
         nodes = target.nodes()
         # Per node: its name, client, series (cluster only) and what the log line adds.

@@ -33,7 +33,9 @@ from lock_monitor.backup.files import (
     atomic_file,
     os_failure,
     prune,
-    scratch_path,
+    remove_stale_scratch,
+    remove_stale_temps,
+    scratch_database,
     utc_stamp,
 )
 from lock_monitor.config import RESTORE_MAX_SIZE_FACTOR, RESTORE_MIN_MAX_SIZE
@@ -103,7 +105,9 @@ def backup_sqlite(db: Path, dest: Path, keep_days: int) -> BackupResult:
     started = time.monotonic()
     now = datetime.now(UTC)
     final = dest / f"db-backup-{utc_stamp(now)}.db.gz"
-    with scratch_path(dest, ".db") as copy:
+    remove_stale_temps(dest, NAME_PATTERN)
+    remove_stale_scratch(dest)
+    with scratch_database(dest) as copy:
         _online_copy(db, copy)
         check_integrity(copy, f"the copy of {db}")
         with atomic_file(final) as pending:

@@ -6,8 +6,10 @@ The backup code is imported inside each command: `run` never loads it.
 from __future__ import annotations
 
 import re
+import signal
 from collections.abc import Callable
 from pathlib import Path
+from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -23,6 +25,7 @@ from lock_monitor.config import (
     RESTORE_MAX_SIZE_FACTOR,
     RESTORE_MIN_MAX_SIZE,
 )
+from lock_monitor.errors import OperatorError
 
 if TYPE_CHECKING:
     from lock_monitor.backup.files import BackupResult
@@ -52,10 +55,24 @@ def _log_success(event: str, result: BackupResult, **extra: object) -> None:
     structlog.get_logger("lock_monitor").info(event, **result.log_fields(), **extra)
 
 
+def _stop_on_sigterm() -> None:
+    """SIGTERM (a Job's deadline, a deleted pod) raises, so that the `finally` blocks remove
+    the unfinished files and the command fails with one line; killed outright, it would leave
+    them behind (and as PID 1 in a container, SIGTERM would be ignored until the SIGKILL)."""
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second one must not cut the cleanup
+        raise OperatorError("stopped by SIGTERM; no unfinished file was kept")
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    click.get_current_context().call_on_close(lambda: signal.signal(signal.SIGTERM, previous))
+
+
 @click.group()
 def backup() -> None:
     """Take a backup into --dest; success is one JSON line on stderr."""
     logs.configure("info", "json")
+    _stop_on_sigterm()
 
 
 @backup.command("redis")
@@ -88,6 +105,7 @@ def backup_sqlite_command(db: str, dest: Path, keep_days: int) -> None:
 def restore() -> None:
     """Restore a backup; success is one JSON line on stderr."""
     logs.configure("info", "json")
+    _stop_on_sigterm()
 
 
 SIZE_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}

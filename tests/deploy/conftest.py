@@ -15,6 +15,18 @@ import yaml
 from tests.deploy.helpers import K8S, Resource, container, find, kustomize
 from tests.servers import VALKEY, free_port, wait_for
 
+# Fixtures that start a server (Valkey, and redis_exporter beside it): a test using one is an
+# integration test, so that `pytest -m "not integration"` starts none; the manifests' own tests
+# are not.
+SERVER_FIXTURES = {"manifest_redis"}
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects by marker
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if isinstance(item, pytest.Function) and SERVER_FIXTURES & set(item.fixturenames):
+            item.add_marker(pytest.mark.integration)
+
 
 @pytest.fixture(scope="module")
 def rendered() -> list[Resource]:

@@ -11,7 +11,6 @@ import hashlib
 import json
 import subprocess
 import sys
-import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,12 +19,11 @@ from typing import Any
 import pytest
 import redis
 import yaml
-from prometheus_client.parser import text_string_to_metric_families
 
 from tests.deploy.conftest import ManifestRedis, mount_secret
 from tests.deploy.helpers import K8S, Resource, container, find
 from tests.markdown import CONFIGURATION_DOC, DOCS
-from tests.servers import free_port, monitor_env, require_binary, run_monitor, wait_for
+from tests.servers import Metrics, free_port, monitor_env, require_binary, run_monitor, wait_for
 
 EXAMPLE = K8S / "redis-acl.example.yaml"
 EXAMPLE_SECRET = yaml.safe_load(EXAMPLE.read_text())
@@ -125,22 +123,13 @@ def exporter(env: dict[str, str], log: Path) -> Iterator[str]:
     with log.open("wb") as output:
         process = subprocess.Popen([binary], env=env, stdout=output, stderr=output)
     try:
-        wait_for(lambda: scrape(f"http://{address}/metrics"), what="redis_exporter /metrics")
+        wait_for(
+            lambda: Metrics.scrape(f"http://{address}/metrics"), what="redis_exporter /metrics"
+        )
         yield f"http://{address}"
     finally:
         process.kill()
         process.wait(timeout=10)
-
-
-def scrape(url: str) -> dict[str, float]:
-    with urllib.request.urlopen(url, timeout=5) as response:
-        text = response.read().decode()
-    return {
-        sample.name: sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-        if not sample.labels
-    }
 
 
 def test_redis_exporter_reads_its_password_file_and_gives_it_to_no_other_target(
@@ -152,17 +141,17 @@ def test_redis_exporter_reads_its_password_file_and_gives_it_to_no_other_target(
     password_file.write_text(password_file.read_text().replace("localhost:6379", local))
     assert env["REDIS_USER"] == "exporter"
     with exporter(env, tmp_path / "exporter.log") as url:
-        metrics = scrape(f"{url}/metrics")
+        metrics = Metrics.scrape(f"{url}/metrics")
         # another address of the same server: the password map has no entry for it
-        other = scrape(f"{url}/scrape?target=redis://127.0.0.1:{manifest_redis.port}")
-    assert metrics["redis_up"] == 1
+        other = Metrics.scrape(f"{url}/scrape?target=redis://127.0.0.1:{manifest_redis.port}")
+    assert metrics.value("redis_up") == 1
     for name in (
         "redis_aof_last_write_status",
         "redis_evicted_keys_total",
         "redis_memory_max_bytes",
     ):
         assert name in metrics, f"{name}: the alerts need it"
-    assert other["redis_up"] == 0
+    assert other.value("redis_up") == 0
     assert "NOPERM" not in (tmp_path / "exporter.log").read_text()
 
 

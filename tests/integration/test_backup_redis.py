@@ -219,6 +219,18 @@ def test_full_disk_fails_without_a_partial_file(tmp_path: Path, dest: Path) -> N
     assert "File too large" in line
 
 
+def test_a_backup_removes_the_temp_files_killed_backups_left(tmp_path: Path, dest: Path) -> None:
+    """Each run writes a new stamp: the temp files of killed runs are found by their pattern."""
+    for name in (
+        ".redis-backup-20260101T020000Z.rdb.k2_x9q0a.tmp",
+        ".redis-backup-20260101T020000Z-slots-0-5460.rdb.abcdefgh.tmp",
+    ):
+        (dest / name).write_bytes(b"half an RDB")
+    with redis_server(tmp_path / "redis", *DISKLESS) as server:
+        fill(server.client())
+        backup_ok(server, dest)  # the new backup alone is left in dest
+
+
 def test_destination_that_is_not_a_directory_is_refused(tmp_path: Path) -> None:
     not_a_dir = tmp_path / "file"
     not_a_dir.write_text("x")

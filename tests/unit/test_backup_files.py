@@ -5,6 +5,10 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import re
+import subprocess
+import sys
+from contextlib import ExitStack
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -14,10 +18,13 @@ from lock_monitor.backup.files import (
     BackupError,
     atomic_file,
     prune,
+    remove_stale_scratch,
     remove_stale_temps,
-    scratch_path,
+    scratch_database,
 )
+from lock_monitor.backup.redis_rdb import CLUSTER_NAME, STANDALONE_NAME
 from lock_monitor.backup.sqlite import NAME_PATTERN
+from tests.servers import ROOT
 
 NOW = datetime(2026, 3, 20, 2, 30, tzinfo=UTC)
 
@@ -117,8 +124,9 @@ def test_temp_files_of_dead_runs_are_removed_and_nothing_else(tmp_path: Path) ->
         fcntl.flock(held, fcntl.LOCK_EX)
         with atomic_file(final, replace=True) as output:
             output.write(b"restored")
-            remove_stale_temps(final)  # what a concurrent run does first
-            assert output.path.exists()  # this run's temp is locked, hence never taken for stale
+            # What a concurrent run does first: this run's temp is locked, hence never stale.
+            remove_stale_temps(tmp_path, re.compile(re.escape(final.name)))
+            assert output.path.exists()
 
     assert final.read_bytes() == b"restored"
     assert not stale.exists()
@@ -132,6 +140,60 @@ def test_temp_files_of_dead_runs_are_removed_and_nothing_else(tmp_path: Path) ->
         ".database.db.dirxxxxx.tmp",
         *others,
     }
+
+
+def test_a_backup_removes_every_file_killed_backups_left_and_nothing_else(tmp_path: Path) -> None:
+    """Each run writes a new stamp: the files of a killed run are found by their pattern."""
+    stale = [
+        ".db-backup-20260101T023000Z.db.gz.k2_x9q0a.tmp",
+        ".redis-backup-20260101T020000Z.rdb.abcdefgh.tmp",
+        ".redis-backup-20260101T020000Z-slots-0-5460.rdb.abcdefgh.tmp",
+        ".scratch-k2_x9q0a.db",
+        ".scratch-k2_x9q0a.db-journal",  # SQLite's, beside the scratch database
+    ]
+    running = [".db-backup-20260320T023000Z.db.gz.abcdefgh.tmp", ".scratch-abcdefgh.db"]
+    others = [
+        ".scratch-abcdefgh.db-wal",  # the running scratch database's
+        ".db-backup-latest.db.gz.abcdefgh.tmp",
+        ".db-backup-20260101T023000Z.db.gz.ABCDEFGH.tmp",
+        ".db-backup-20260101T023000Z.db.gz.abcdefgh.tmp.bak",
+        ".database.db.abcdefgh.tmp",  # a restore's, beside the database it replaces
+        "db-backup-20260101T023000Z.db.gz",
+        ".scratch-abc.db",
+        ".scratch-abcdefgh.sqlite",
+        "scratch-abcdefgh.db",
+        ".scratch-lonelyxx.db-journal",  # no scratch database: not known to be a dead run's
+    ]
+    for name in stale + running + others:
+        (tmp_path / name).write_bytes(b"x")
+    outside = tmp_path / "elsewhere"
+    outside.write_bytes(b"not ours")
+    (tmp_path / ".scratch-linkxxxx.db").symlink_to(outside)
+    (tmp_path / ".db-backup-20260101T023000Z.db.gz.dirxxxxx.tmp").mkdir()
+
+    with ExitStack() as held:
+        for name in running:  # runs in progress hold their files locked
+            fcntl.flock(held.enter_context((tmp_path / name).open("rb")), fcntl.LOCK_EX)
+        remove_stale_temps(tmp_path, NAME_PATTERN, STANDALONE_NAME, CLUSTER_NAME)
+        remove_stale_scratch(tmp_path)
+
+    assert {p.name for p in tmp_path.iterdir()} == {
+        *running,
+        *others,
+        "elsewhere",
+        ".scratch-linkxxxx.db",
+        ".db-backup-20260101T023000Z.db.gz.dirxxxxx.tmp",
+    }
+    assert outside.read_bytes() == b"not ours"
+
+
+def test_a_scratch_database_is_locked_while_in_use_and_gone_after(tmp_path: Path) -> None:
+    with scratch_database(tmp_path) as scratch:
+        Path(f"{scratch}-journal").write_bytes(b"SQLite's")
+        remove_stale_scratch(tmp_path)  # what a concurrent backup does first
+        assert scratch.exists()
+        assert Path(f"{scratch}-journal").exists()
+    assert list(tmp_path.iterdir()) == []
 
 
 class FullDisk:
@@ -159,9 +221,43 @@ def test_full_disk_names_the_file_and_leaves_nothing(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize("opens", [atomic_file, lambda path: scratch_path(path.parent, ".db")])
+@pytest.mark.parametrize("opens", [atomic_file, lambda path: scratch_database(path.parent)])
 def test_a_directory_that_cannot_be_written_is_named(tmp_path: Path, opens) -> None:
     missing = tmp_path / "missing"
     with pytest.raises(BackupError) as caught, opens(missing / "backup.bin"):
         pass
     assert str(caught.value) == f"cannot write in {missing}: No such file or directory"
+
+
+# In a process whose files may not grow past LIMIT bytes (RLIMIT_FSIZE): a full disk as the
+# writer sees it, where a write stops part way and the next one fails with EFBIG.
+WRITE_PAST_THE_LIMIT = """
+import resource, sys
+from pathlib import Path
+from lock_monitor.backup.files import BackupError, atomic_file
+
+LIMIT = 1000
+resource.setrlimit(resource.RLIMIT_FSIZE, (LIMIT, LIMIT))
+try:
+    with atomic_file(Path(sys.argv[1])) as output:
+        output.write(b"x" * 3 * LIMIT)  # fits any write buffer: fails when it reaches the disk
+except BackupError as exc:
+    print(exc)
+"""
+
+
+def test_a_file_past_the_size_limit_fails_with_one_error_every_time(tmp_path: Path) -> None:
+    """Nothing is left to write when the file is closed: closing cannot fail a second time and
+    hide the first error behind a traceback."""
+    final = tmp_path / "backup.bin"
+    result = subprocess.run(
+        [sys.executable, "-c", WRITE_PAST_THE_LIMIT, str(final)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert (result.returncode, result.stderr) == (0, "")
+    assert result.stdout == f"cannot write {final}: File too large\n"
+    assert list(tmp_path.iterdir()) == []

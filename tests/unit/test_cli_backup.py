@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
+from pathlib import Path
 
+import pytest
+
+from lock_monitor.backup.files import BackupError
 from lock_monitor.config import RESTORE_MAX_SIZE_FACTOR, RESTORE_MIN_MAX_SIZE
 from tests.servers import ROOT
 from tests.unit.conftest import RunCli
@@ -50,3 +55,23 @@ def test_run_and_the_rest_of_the_cli_never_import_the_backup_package() -> None:
         check=True,
     ).stdout
     assert out == "[]\n"
+
+
+def test_sigterm_is_turned_into_an_error_only_while_a_command_runs(
+    run_cli: RunCli, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Run in-process (as here), a command gives SIGTERM back as it found it."""
+    before = signal.getsignal(signal.SIGTERM)
+    during = []
+
+    def backup_sqlite(db: Path, dest: Path, keep_days: int) -> None:
+        during.append(signal.getsignal(signal.SIGTERM))
+        raise BackupError("stop here")
+
+    monkeypatch.setattr("lock_monitor.backup.sqlite.backup_sqlite", backup_sqlite)
+    code, _, err = run_cli("backup", "sqlite", "--db", __file__, "--dest", str(tmp_path))
+    assert (code, err) == (1, "lock-monitor: error: stop here\n")
+    (handler,) = during
+    assert callable(handler)
+    assert handler is not before
+    assert signal.getsignal(signal.SIGTERM) is before
