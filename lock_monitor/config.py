@@ -8,14 +8,18 @@ is written once.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Final, Literal, get_args
-from urllib.parse import urlsplit
+from typing import TYPE_CHECKING, Final, Literal, get_args
+from urllib.parse import unquote, urlsplit
+
+if TYPE_CHECKING:
+    from lock_monitor.webconfig import WebConfig
 
 RedisMode = Literal["standalone", "cluster", "sentinel"]
 REDIS_MODES: tuple[RedisMode, ...] = get_args(RedisMode)
 EventsMode = Literal["auto", "on", "off"]
 EVENTS_MODES: tuple[EventsMode, ...] = get_args(EventsMode)
 REDIS_SCHEMES = ("redis", "rediss")
+ERROR_TEXT_LIMIT = 300  # characters of an error text kept, after the passwords are removed
 
 # Redis: the backend's REDIS_HOST and REDIS_PORT convention falls back to these.
 DEFAULT_REDIS_HOST = "localhost"
@@ -38,6 +42,25 @@ MAX_INTERVAL = 86_400.0
 DEFAULT_MAX_REDIS_LOAD = 0.05
 DEFAULT_EVENTS: EventsMode = "auto"  # follow keyspace events between passes (docs/events.md)
 DEFAULT_WATCH_EVERY = 2.0  # seconds between refreshes of `locks --watch`
+# Between two successful passes a healthy monitor waits at most MAX_PACED_WAIT_SECONDS (or
+# --interval, if longer) and reads for at most --pass-timeout. By default the two fit in
+# LockMonitorStale's 2 minutes less one scrape (the alert sees a pass a scrape late; the guide
+# scrapes every 15 s), so the alert cannot fire on a monitor whose passes succeed.
+STALE_ALERT_SECONDS = 120.0
+SCRAPE_ALLOWANCE_SECONDS = 15.0
+MAX_PACED_WAIT_SECONDS = 60.0
+MIN_PASS_TIMEOUT = 30.0
+# A pass that gets further than this was fed by a runaway keyspace or a hostile server (a
+# SCAN cursor that never comes back to 0): it fails rather than grow memory without bound.
+MAX_PAGES_PER_PASS = 10_000_000
+MAX_KEYS_PER_PASS = 10_000_000
+
+
+def default_pass_timeout(interval: float) -> float:
+    """--pass-timeout when not given: what is left of the Stale budget after the longest wait."""
+    budget = STALE_ALERT_SECONDS - SCRAPE_ALLOWANCE_SECONDS
+    return max(MIN_PASS_TIMEOUT, budget - max(interval, MAX_PACED_WAIT_SECONDS))
+
 
 # HTTP and logs.
 DEFAULT_LISTEN_ADDRESS = "0.0.0.0"
@@ -92,12 +115,15 @@ class RedisSettings:
         return url_without_secrets(self.url or "")
 
     def scrub(self, text: str) -> str:
-        """The first line of an error message, with every password of these settings removed."""
+        """The first line of an error message, with every password of these settings removed,
+        and cut to ERROR_TEXT_LIMIT characters: a server's error text is hostile too, and it is
+        kept in the state, logged, and served on every page."""
         text = text.strip().splitlines()[0] if text.strip() else ""
-        for secret in (self.password, self.sentinel_password, _url_password(self.url)):
-            if secret:
-                text = text.replace(secret, "***")
-        return text
+        in_url = _url_password(self.url)
+        secrets = (self.password, self.sentinel_password, in_url, in_url and unquote(in_url))
+        for secret in sorted(filter(None, secrets), key=len, reverse=True):  # longest first
+            text = text.replace(secret, "***")
+        return text if len(text) <= ERROR_TEXT_LIMIT else text[:ERROR_TEXT_LIMIT] + "…"
 
     def redacted(self) -> dict[str, object]:
         return {
@@ -124,9 +150,25 @@ class ScanSettings:
     interval: float = DEFAULT_INTERVAL
     max_redis_load: float = DEFAULT_MAX_REDIS_LOAD
     events: EventsMode = DEFAULT_EVENTS
+    pass_timeout: float | None = None  # None: default_pass_timeout(interval)
+
+    @property
+    def deadline_seconds(self) -> float:
+        """How long one pass may take before it is stopped and counted as failed."""
+        return self.pass_timeout or default_pass_timeout(self.interval)
 
 
 @dataclass(frozen=True)
 class ServerSettings:
     listen_address: str = DEFAULT_LISTEN_ADDRESS
     port: int = DEFAULT_PORT
+    web: WebConfig | None = None  # --web-config-file: TLS and basic auth
+
+    def redacted(self) -> dict[str, object]:
+        return {
+            "listen_address": self.listen_address,
+            "port": self.port,
+            "web_config_file": str(self.web.path) if self.web else None,
+            "tls": bool(self.web and self.web.tls),
+            "basic_auth_users": sorted(self.web.users) if self.web else [],
+        }

@@ -17,6 +17,7 @@ from lock_monitor.liveset import LiveSet
 from lock_monitor.metrics import build_registry
 from lock_monitor.monitor import Monitor
 from lock_monitor.web import App, HttpServer
+from lock_monitor.webconfig import BasicAuth, ServerTls
 
 
 def stop_on_signals(log: Any) -> threading.Event:
@@ -60,10 +61,8 @@ def serve(
         version=__version__,
         redis=redis.redacted(),
         scan=asdict(scan),
-        http=asdict(server_settings),
+        http=server_settings.redacted(),
     )
-    if redis.tls_insecure:
-        log.warning("tls_verification_disabled", target=redis.target())
 
     events = None
     if scan.events != "off":
@@ -72,6 +71,7 @@ def serve(
     monitor = Monitor(redis, scan, log=log, events=events)
     view = events.view if events is not None else None
     registry = build_registry(lambda: monitor.state, redis.mode, view)
+    web = server_settings.web
     app = App(
         lambda: monitor.state,
         monitor.is_alive,
@@ -82,9 +82,14 @@ def serve(
         stuck_threshold=scan.stuck_threshold,
         history=monitor.history,
         events=view,
+        auth=BasicAuth(web.users) if web and web.users else None,
+        headers=web.headers if web else (),
     )
+    tls = None
+    if web and web.tls:
+        tls = ServerTls(web.tls, lambda error: log.warning("web_tls_reload_failed", error=error))
     try:
-        server = HttpServer(app, server_settings.listen_address, server_settings.port)
+        server = HttpServer(app, server_settings.listen_address, server_settings.port, tls)
     except OSError as exc:
         raise listen_error(server_settings, exc) from None
 

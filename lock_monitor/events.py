@@ -461,6 +461,8 @@ class Events:
             reason = self._topology_error or next(
                 (s.reason for s in subscribers if s.state == "down"), None
             )
+        if reason is not None:  # a server's error text: no secret, one line, bounded
+            reason = self.settings.scrub(reason)
         # Whether the server publishes does not change when a subscriber is briefly away.
         self.live.set_verified(bool(subscribers) and all(s.verified for s in subscribers))
         if state == "live":

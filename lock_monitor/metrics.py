@@ -21,12 +21,32 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from lock_monitor import __version__
-from lock_monitor.events import EventsView
-from lock_monitor.liveset import HOLD_BUCKETS, OUTCOMES
+from lock_monitor.events import EventsStatus, EventsView
+from lock_monitor.liveset import HOLD_BUCKETS, OUTCOMES, EventCounters, HoldHistogram
 from lock_monitor.monitor import MonitorState
+from lock_monitor.snapshot import Snapshot
 
 FROM_LAST_PASS = "from the last successful pass"  # noqa: S105 (not a password)
 LIVE_OR_LAST_PASS = "live from keyspace events while they are up, else " + FROM_LAST_PASS
+
+
+# A state in which every metric is known, so `describe` names them all.
+EVERY_METRIC_KNOWN = MonitorState(
+    redis_up=True, snapshot=Snapshot(0.0, 0.0, 0, 0, 0, 0, ()), nodes=(("node", True),)
+)
+EVERY_EVENT_KNOWN = EventsView(
+    EventsStatus("on", "live", None, (), ever_live=True, reconnects=0),
+    None,
+    EventCounters(
+        acquisitions=0,
+        renewals=0,
+        releases=dict.fromkeys(OUTCOMES, 0),
+        received=0,
+        corrections=0,
+        hold=dict.fromkeys(OUTCOMES, HoldHistogram((0,) * (len(HOLD_BUCKETS) + 1), 0.0)),
+        recent=(),
+    ),
+)
 
 
 class LockCollector(Collector):
@@ -48,8 +68,16 @@ class LockCollector(Collector):
         self._events = events
 
     def collect(self) -> Iterator[Metric]:
-        state = self._state()  # read once: every metric of a scrape comes from one state
         view = self._events() if self._events is not None else None
+        return self._families(self._state(), view)  # read once: a scrape comes from one state
+
+    def describe(self) -> list[Metric]:
+        """Every family a scrape may hold, by name: client_python's registry finds a collector
+        by these when a scrape asks for some (`/metrics?name[]=...`); without them it finds none."""
+        view = EVERY_EVENT_KNOWN if self._events is not None else None
+        return list(self._families(EVERY_METRIC_KNOWN, view))
+
+    def _families(self, state: MonitorState, view: EventsView | None) -> Iterator[Metric]:
         if view is not None:
             yield from event_metrics(view)
         yield InfoMetricFamily(
@@ -183,7 +211,8 @@ def build_registry(
     events: Callable[[], EventsView] | None = None,
 ) -> CollectorRegistry:
     """A registry of our own: our metrics and the process' own (memory, CPU, open files)."""
-    registry = CollectorRegistry(auto_describe=False)
+    # auto_describe: the process collector has no describe(); it is read once at registration.
+    registry = CollectorRegistry(auto_describe=True)
     registry.register(LockCollector(state, mode, events))
     ProcessCollector(registry=registry)  # the standard process_* metrics
     return registry

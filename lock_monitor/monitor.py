@@ -10,6 +10,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import Any
 
 import structlog
@@ -72,6 +73,7 @@ class Monitor:
         self._stuck: dict[bytes, float] = {}  # raw key -> age, of the locks stuck last pass
         self._failures = 0
         self._min_wait = 0.0  # the shortest wait pacing allows after the last pass
+        self._paced_on_wall_time = False  # logged once: the ACL refuses INFO
         self._stop = threading.Event()
         self._soon = threading.Event()  # a pass is wanted early (events just subscribed)
         self._thread = threading.Thread(target=self._loop, name="pass-loop", daemon=True)
@@ -151,6 +153,9 @@ class Monitor:
         self._failures = 0
         log_stuck_changes(self.log, result.stuck, self._stuck)
         self._stuck = result.stuck.ages
+        if result.redis_seconds is None and not self._paced_on_wall_time:
+            self._paced_on_wall_time = True
+            self.log.info("pacing_on_wall_time", reason="INFO commandstats refused (no +info)")
         snapshot = result.snapshot
         self.history.record(
             snapshot.completed_at,
@@ -161,9 +166,11 @@ class Monitor:
                 "oldest_age_seconds": snapshot.oldest_age_seconds,
             },
         )
-        duration = snapshot.duration_seconds
-        delay = paced_delay(duration, self.scan.interval, self.scan.max_redis_load)
-        self._min_wait = paced_delay(duration, 0.0, self.scan.max_redis_load)
+        # An early pass (events just subscribed) waits only what the pacing asks, on the same
+        # Redis time and under the same cap as the regular wait.
+        pace = partial(paced_delay, result.redis_seconds, snapshot.duration_seconds)
+        delay = pace(self.scan.interval, self.scan.max_redis_load)
+        self._min_wait = pace(0.0, self.scan.max_redis_load)
         self.state = replace(
             previous,
             redis_up=True,

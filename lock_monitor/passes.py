@@ -16,9 +16,10 @@ from redis.exceptions import AskError, ClusterCrossSlotError, ClusterDownError, 
 
 from lock_monitor.config import RedisSettings, ScanSettings
 from lock_monitor.connection import Target, describe_tls_error
+from lock_monitor.deadline import PassBudget
 from lock_monitor.liveset import PassLock
 from lock_monitor.locks import LockTracker
-from lock_monitor.scanner import read_locks
+from lock_monitor.scanner import command_seconds, read_locks
 from lock_monitor.snapshot import OLDEST_SHOWN, Snapshot, SnapshotBuilder
 from lock_monitor.stuck_log import StuckLocks
 
@@ -54,6 +55,9 @@ class PassResult:
     snapshot: Snapshot
     stuck: StuckLocks  # what the stuck-lock log needs: every stuck key, the new ones in full
     nodes: NodeStatus  # every node, all read
+    # Redis' own time in the pass on its busiest node (INFO commandstats); None where INFO is
+    # refused. Waiting on a stalled, paused or distant Redis is not in it: pacing counts this.
+    redis_seconds: float | None = None
 
 
 def describe_error(exc: BaseException, settings: RedisSettings) -> str:
@@ -80,6 +84,7 @@ def read_pass(
     given, receives every lock in the form the live set reconciles with.
     """
     started = time.monotonic()
+    budget = PassBudget(scan.deadline_seconds)
     settings = target.settings
     cluster = settings.mode == "cluster"
     builder = SnapshotBuilder(keep_oldest=keep_oldest)
@@ -87,10 +92,13 @@ def read_pass(
     stuck = StuckLocks()
     failures: dict[str, str] = {}
     nodes: list[tuple[str, bool]] = []
+    redis_seconds: list[float | None] = []
     try:
         for name, client in target.nodes():
             try:
-                for raw in read_locks(client, scan.pattern, scan.count, seen, cluster=cluster):
+                budget.check()
+                before = command_seconds(client, budget)
+                for raw in read_locks(client, scan.pattern, scan.count, seen, cluster, budget):
                     lock = tracker.classify(raw)
                     builder.add(lock)
                     if held is not None:
@@ -100,8 +108,9 @@ def read_pass(
                         )
                     if lock.stuck:
                         stuck.add(raw.key, lock, previously_stuck)
+                redis_seconds.append(_spent(before, command_seconds(client, budget)))
             except Exception as exc:  # any node failing fails the pass, after trying all
-                failures[name] = describe_error(exc, settings)
+                failures[name] = budget.exceeded or describe_error(exc, settings)
             nodes.append((name, name not in failures))
     except Exception as exc:  # the topology itself could not be read
         failures["topology"] = describe_error(exc, settings)
@@ -111,4 +120,11 @@ def read_pass(
     tracker.finish_pass()
     builder.keys_scanned = len(seen)
     snapshot = builder.build(time.time(), time.monotonic() - started)
-    return PassResult(snapshot, stuck, tuple(nodes))
+    known = [seconds for seconds in redis_seconds if seconds is not None]
+    busiest = max(known, default=0.0) if len(known) == len(redis_seconds) else None
+    return PassResult(snapshot, stuck, tuple(nodes), busiest)
+
+
+def _spent(before: float | None, after: float | None) -> float | None:
+    """Redis' time between two readings (0 if its counters were reset meanwhile)."""
+    return None if before is None or after is None else max(0.0, after - before)

@@ -10,16 +10,21 @@ Nothing here blocks Redis: SCAN with a bounded COUNT, MGET, PTTL and TYPE only.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable, Iterator
 from typing import Any
 
 import redis
+from redis._parsers.helpers import parse_info
 from redis.crc import key_slot
 
+from lock_monitor.deadline import PassBudget
 from lock_monitor.locks import RawLock
 
 # A PTTL of -2 means the key went away between SCAN and the read: released, not a lock.
 _GONE = -2
+# Every command a pass sends: Redis' time in them is what pacing counts (see command_seconds).
+PASS_COMMANDS = ("scan", "mget", "pttl", "type", "time")
 
 
 class _RoundTrip:
@@ -64,28 +69,63 @@ def _mget_groups(keys: list[bytes], cluster: bool) -> list[list[bytes]]:
 
 
 def read_locks(
-    client: redis.Redis, pattern: str, count: int, seen: set[bytes], cluster: bool = False
+    client: redis.Redis,
+    pattern: str,
+    count: int,
+    seen: set[bytes],
+    cluster: bool = False,
+    budget: PassBudget | None = None,
 ) -> Iterator[RawLock]:
     """Yield every live lock on `client` matching `pattern` once.
 
     `seen` holds the keys already yielded in this pass (SCAN may return a key twice, and in
     a cluster a key can show on two nodes during a failover); it is updated here.
     MGET answers nil for keys that are not strings; those get a TYPE in the next round trip.
-    `cluster`: `client` is one node of a Redis Cluster.
+    `cluster`: `client` is one node of a Redis Cluster. `budget`: the pass's limits.
     """
+    with held_connection(client, budget) as connection:
+        yield from _read_pages(connection, pattern, count, seen, cluster, budget)
+
+
+@contextlib.contextmanager
+def held_connection(client: redis.Redis, budget: PassBudget | None) -> Iterator[Any]:
+    """One connection of `client`'s pool for a run of round trips, hung up on at the pass's
+    deadline, and never reused after an error: replies may be left unread on it."""
     pool = client.connection_pool
     connection: Any = pool.get_connection()
     try:
-        yield from _read_pages(connection, pattern, count, seen, cluster)
+        with budget.watching(connection._sock) if budget else contextlib.nullcontext():
+            yield connection
     except BaseException:
-        connection.disconnect()  # replies may be left unread: never reuse this connection
+        connection.disconnect()
         raise
     finally:
         pool.release(connection)
 
 
+def command_seconds(client: redis.Redis, budget: PassBudget | None = None) -> float | None:
+    """Redis' own time so far in the commands a pass sends (INFO commandstats), or None where
+    the ACL refuses INFO. The counters are server-wide: other clients' SCANs count too, so a
+    difference of two readings errs high, never low."""
+    with held_connection(client, budget) as connection:
+        if budget:
+            budget.check()
+        connection.send_command("INFO", "commandstats")
+        try:
+            stats = parse_info(connection.read_response())  # type: ignore[no-untyped-call]
+        except redis.ResponseError:  # NOPERM: the user lacks +info
+            return None
+    usec = sum(stats.get(f"cmdstat_{name}", {}).get("usec", 0) for name in PASS_COMMANDS)
+    return float(usec) / 1_000_000
+
+
 def _read_pages(
-    connection: Any, pattern: str, count: int, seen: set[bytes], cluster: bool
+    connection: Any,
+    pattern: str,
+    count: int,
+    seen: set[bytes],
+    cluster: bool,
+    budget: PassBudget | None,
 ) -> Iterator[RawLock]:
     """The page reader: each round trip reads the keys of the page before and asks for the
     next page, so reading the locks adds no round trip to the SCAN itself; and it yields
@@ -110,6 +150,8 @@ def _read_pages(
             [] if cursor is None else [("SCAN", cursor, "MATCH", pattern, "COUNT", count)]
         )
         if trip:
+            if budget:
+                budget.check()
             trip.send()
         # The previous page's locks are classified while Redis works on this round trip.
         yield from ready
@@ -136,4 +178,6 @@ def _read_pages(
         if cursor is not None:
             next_cursor, keys = replies[page_at][0]
             cursor = int(next_cursor) or None
+            if budget:
+                budget.count_page(len(keys))
     yield from ready

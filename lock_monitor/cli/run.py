@@ -8,6 +8,7 @@ import click
 
 from lock_monitor.cli.options import (
     LISTEN_ADDRESS,
+    WEB_CONFIG_FILE,
     interval_option,
     log_options,
     option,
@@ -61,11 +62,12 @@ Examples, one per mode:
 )
 @LISTEN_ADDRESS
 @port_option
+@WEB_CONFIG_FILE
 @log_options
 def run(**params: Any) -> None:
     """Run the exporter: scan the locks in the background and serve the results."""
+    log = start_logging(params)  # first: building the settings may log a warning
     redis, scan, server = redis_settings(params), scan_settings(params), server_settings(params)
-    log = start_logging(params)
     if scan.events == "on":
         require_events(redis)
     serve(redis, scan, server, log, stop_on_signals(log))

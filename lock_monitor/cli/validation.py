@@ -15,38 +15,67 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import click
+from click.core import ParameterSource
 
 from lock_monitor.config import (
     DEFAULT_LISTEN_ADDRESS,
     DEFAULT_REDIS_HOST,
     DEFAULT_REDIS_PORT,
     REDIS_SCHEMES,
-    url_without_secrets,
 )
 
 LISTEN_FORMS = "HOST, HOST:PORT, [IPv6] or [IPv6]:PORT"
 
 
 def checked_redis_url(value: str) -> str:
-    """`value` if redis-py will read it as we mean it; else ValueError, without the password."""
-    shown = url_without_secrets(value) if "://" in value else value
+    """`value` if redis-py will read it as we mean it; else ValueError naming the problem only,
+    never any part of the URL: a password with a `/`, `?` or `#` in it is split across parts."""
+    problem = url_problem(value)
+    if problem:
+        raise ValueError(problem)
+    return value
+
+
+def url_problem(url: str) -> str | None:
+    """What is wrong with a Redis URL, in words that quote none of it; None if nothing."""
+    scheme, separator, rest = url.partition("://")
+    if not separator:
+        if url.lower().startswith(("redis:", "rediss:")):
+            return "write two slashes after the scheme: redis://HOST[:PORT][/DB]"
+        return "not a URL: expected redis://HOST[:PORT][/DB], or rediss://... for TLS"
+    if scheme not in REDIS_SCHEMES:
+        if scheme.lower() in REDIS_SCHEMES:
+            return "write the scheme in lower case: redis:// or rediss://"
+        return "the scheme must be redis:// or rediss:// (TLS)"
+    authority_end = min((i for i in map(rest.find, "/?#") if i >= 0), default=len(rest))
+    if "@" in rest[authority_end:]:
+        return (
+            "the user name or password holds a '/', '?' or '#': percent-encode it (%2F, %3F, "
+            "%23), or pass the password in REDIS_PASSWORD or --redis-password-file"
+        )
     try:
-        parts = urlsplit(value)
-        port_ok = parts.port is None or 0 < parts.port < 65536
-        db = parts.path.strip("/")
+        parts = urlsplit(url)
     except ValueError:
-        port_ok, parts, db = False, urlsplit(""), ""
-    if parts.scheme not in REDIS_SCHEMES or not parts.hostname or not port_ok:
-        raise ValueError(f"{shown!r} is not a redis:// or rediss:// URL with a host")
-    if db and not db.isdigit():
-        raise ValueError(f"{shown!r}: the database must be a number, not {db!r}")
+        return (
+            "the host cannot be read: an IPv6 address goes in brackets (redis://[::1]:6379/0), "
+            "and a '[' or ']' in a password must be percent-encoded (%5B, %5D)"
+        )
+    if not parts.hostname:
+        return "the URL names no host: redis://HOST[:PORT][/DB]"
+    try:
+        port_ok = parts.port != 0
+    except ValueError:
+        port_ok = False
+    if not port_ok:
+        return "a port is a number from 1 to 65535"
+    database = parts.path.strip("/")
+    if database and not database.isdigit():
+        return "the database (the path) must be a number, such as /0"
     if parts.query or parts.fragment:
         # redis-py lets URL options override ours (ssl_cert_reqs=none, socket_timeout=600),
         # silently turning off TLS checks or timeouts: each has an option of its own here.
-        raise ValueError(
-            f"{shown!r}: options in the URL are not accepted; use the --redis-* options"
-        )
-    return value
+        return "options in the URL are not accepted; use the --redis-* options"
+    return None
 
 
 def redis_url_from_environment(environ: Mapping[str, str]) -> str:
@@ -116,9 +145,16 @@ def redis_url(ctx: click.Context, param: click.Parameter, value: str | None) -> 
         except ValueError as exc:
             raise click.UsageError(str(exc)) from None
     try:
-        return checked_redis_url(value)
+        checked_redis_url(value)
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
+    if urlsplit(value).password and _from_command_line(ctx, param):
+        raise click.BadParameter(
+            "a password in the URL on the command line shows in `ps`: set the URL in "
+            "LOCK_MONITOR_REDIS_URL instead, or the password in REDIS_PASSWORD or a file "
+            "(--redis-password-file)"
+        )
+    return value
 
 
 def not_empty(ctx: click.Context, param: click.Parameter, value: str) -> str:
@@ -130,9 +166,13 @@ def not_empty(ctx: click.Context, param: click.Parameter, value: str) -> str:
 def env_only(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
     """Passwords on the command line show in `ps` and in pod specs: only the environment."""
     names = [param.envvar] if isinstance(param.envvar, str) else list(param.envvar or [])
-    if value is not None and value not in [os.environ.get(name) for name in names]:
+    if value is not None and _from_command_line(ctx, param):
         raise click.BadParameter(f"pass the password in {names[-1]} or a password file, not here")
     return value
+
+
+def _from_command_line(ctx: click.Context, param: click.Parameter) -> bool:
+    return ctx.get_parameter_source(param.name or "") is ParameterSource.COMMANDLINE
 
 
 def read_secret(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
@@ -146,6 +186,18 @@ def read_secret(ctx: click.Context, param: click.Parameter, value: str | None) -
     if not secret:
         raise click.BadParameter(f"{value} is empty")
     return secret
+
+
+def web_config(ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
+    """The web configuration file, read and checked now: a mistake stops the start (exit 2)."""
+    if value is None:
+        return None
+    from lock_monitor.webconfig import WebConfigError, load_web_config  # `run` alone needs it
+
+    try:
+        return load_web_config(value)
+    except WebConfigError as exc:
+        raise click.BadParameter(str(exc)) from None
 
 
 class FiniteFloat(click.FloatRange):

@@ -7,6 +7,7 @@ import signal
 from pathlib import Path
 
 from lock_monitor.views import UNKNOWN_AGE_WHY
+from tests.resp import Error, fake_redis
 from tests.servers import (
     RedisServer,
     cli_error,
@@ -79,8 +80,8 @@ def test_json_and_stuck_only(redis_srv: RedisServer) -> None:
 
 
 def test_unreachable_redis_is_one_line_and_exit_1() -> None:
-    url = f"redis://:hunter2@127.0.0.1:{free_port()}/0"
-    line = cli_error(run_monitor("locks", "--redis-url", url, "--redis-timeout", "1"))
+    env = monitor_env(LOCK_MONITOR_REDIS_URL=f"redis://:hunter2@127.0.0.1:{free_port()}/0")
+    line = cli_error(run_monitor("locks", "--redis-timeout", "1", env=env))
     assert "cannot read locks from redis://127.0.0.1:" in line
     assert line.count("redis://") == 1  # the target once, not again as the node
     assert "hunter2" not in line
@@ -96,6 +97,37 @@ def test_a_cluster_node_in_standalone_mode_says_to_use_cluster_mode(tmp_path: Pa
         fixed = run_monitor("locks", "--json", "--redis-mode", "cluster", "--redis-url", node.url)
         assert fixed.returncode == 3, fixed.stderr  # the 2 stuck locks
         assert json.loads(fixed.stdout)["pass"]["active"] == 10
+
+
+ESCAPES = "\x1b]0;owned\x07\x1b[2J\r\nlock:appointment:fake  0.0s  never  no  x\x9b"
+
+
+def test_table_shows_control_characters_as_escapes_and_json_keeps_them(
+    redis_srv: RedisServer,
+) -> None:
+    client = redis_srv.client()
+    now_ms = client.time()[0] * 1000
+    key, value = ("lock:appointment:" + ESCAPES).encode(), (f"{now_ms}:" + ESCAPES).encode()
+    client.set(key, value, px=30_000)
+    result = run_monitor("locks", "--redis-url", redis_srv.url)
+    assert result.returncode == 0, result.stderr
+    [_, row, _] = result.stdout.splitlines()  # header, one row, the counts: no fake row
+    assert "\x1b" not in result.stdout
+    assert "\r" not in result.stdout
+    assert row.startswith("lock:appointment:\\x1b]0;owned\\x07\\x1b[2J\\r\\nlock:appointment:fake")
+    document = json.loads(run_monitor("locks", "--json", "--redis-url", redis_srv.url).stdout)
+    assert document["locks"][0]["key"].encode() == key
+
+
+def test_a_server_error_with_escapes_is_printed_escaped() -> None:
+    def handler(command: list[bytes]) -> object:
+        return Error("ERR \x1b]0;owned\x07\x1b[2J") if command[0] != b"CLIENT" else "OK"
+
+    with fake_redis(handler) as server:
+        line = cli_error(run_monitor("locks", "--redis-url", server.url))
+    assert "\x1b" not in line
+    assert "\x07" not in line
+    assert line.endswith("ResponseError: \\x1b]0;owned\\x07\\x1b[2J")
 
 
 def test_from_the_daemon_ages_from_first_sight_are_known(redis_srv: RedisServer) -> None:

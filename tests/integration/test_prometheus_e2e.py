@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 import signal
+import ssl
 import subprocess
 import time
 import urllib.request
@@ -30,10 +31,12 @@ from tests.servers import (
     MonitorProcess,
     RedisServer,
     free_port,
+    make_certificates,
     monitor_env,
     redis_server,
     require_binary,
     wait_for,
+    web_config_file,
 )
 
 pytestmark = pytest.mark.timeout(90)
@@ -46,7 +49,8 @@ ACTIVE = 'active_locks_count{job="lock-monitor"}'
 class PrometheusServer:
     """/usr/bin/prometheus on a loopback port, scraping and evaluating every second."""
 
-    def __init__(self, workdir: Path, target: str) -> None:
+    def __init__(self, workdir: Path, target: str, **scrape: Any) -> None:
+        """`scrape`: more of the scrape config (scheme, tls_config, basic_auth...)."""
         self.binary = require_binary("prometheus")
         self.workdir = workdir
         self.port = free_port()
@@ -61,6 +65,7 @@ class PrometheusServer:
                     "static_configs": [
                         {"targets": [target], "labels": {"namespace": GENERATOR.NAMESPACE}}
                     ],
+                    **scrape,
                 }
             ],
         }
@@ -275,3 +280,29 @@ def test_lock_event_alerts_end_to_end(tmp_path: Path) -> None:
             timeout=20,
             what="LockMonitorEventsDown pending",
         )
+
+
+def test_prometheus_scrapes_over_tls_with_basic_auth(tmp_path: Path) -> None:
+    """As an operator sets it up: the exporter with --web-config-file, Prometheus with
+    scheme https, the CA to verify it, and the scrape user's password."""
+    certs = make_certificates(tmp_path / "certs")
+    config = web_config_file(tmp_path, certs, "scrape-pw")
+    with redis_server(tmp_path / "redis") as server:
+        add_locks(server.client(), range(3), age_seconds=60)
+        args = ("--redis-url", server.url, "--interval", "0.5", "--web-config-file", str(config))
+        monitor = MonitorProcess(*args, tls=ssl.create_default_context(cafile=certs.ca)).start()
+        target = f"127.0.0.1:{monitor.port}"
+        prometheus = PrometheusServer(
+            tmp_path / "prometheus",
+            target,
+            scheme="https",
+            tls_config={"ca_file": str(certs.ca)},
+            basic_auth={"username": "prometheus", "password": "scrape-pw"},
+        )
+        try:
+            prometheus.start()
+            wait_for(lambda: prometheus.value(STUCK) == 3, timeout=20, what="stuck locks over TLS")
+            assert prometheus.value('up{job="lock-monitor"}') == 1
+        finally:
+            prometheus.stop()
+            monitor.stop()

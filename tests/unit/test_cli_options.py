@@ -50,6 +50,9 @@ BAD_INPUTS = [
     (["run", "--redis-url", "rediss://h:6380/0?ssl_cert_reqs=none"], "options in the URL"),
     (["run", "--redis-url", "redis://h/0?socket_timeout=600"], "options in the URL"),
     (["locks", "--redis-password", "hunter2"], "REDIS_PASSWORD"),
+    (["run", "--redis-url", "redis://lockmon:hunter2@redis:6379/0"], "LOCK_MONITOR_REDIS_URL"),
+    (["locks", "--redis-url", "rediss://:hunter2@[::1]:6380/0"], "shows in `ps`"),
+    (["backup", "redis", "--redis-url", "redis://:hunter2@r/0", "--dest", "/"], "in `ps`"),
     (["locks", "--sentinel-password", "hunter2"], "LOCK_MONITOR_SENTINEL_PASSWORD"),
     *(
         (["restore", "sqlite", "/dev/null", "--db", "x.db", "--max-size", size], "--max-size")
@@ -222,3 +225,47 @@ def test_a_password_file_wins_over_redis_password(
     secret.write_text("from-file\n")
     assert run_settings()[0].password == "from-env"
     assert run_settings("--redis-password-file", str(secret))[0].password == "from-file"
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("redis://u:hun/ter2@db-7f3:6379/0", "percent-encode it (%2F, %3F, %23)"),
+        ("redis://:hun#ter2@db-7f3/0", "percent-encode it"),
+        ("redis://:hun?ter2@db-7f3/0", "percent-encode it"),
+        ("redis:/db-7f3:6379/0", "two slashes after the scheme"),
+        ("redis:db-7f3", "two slashes after the scheme"),
+        ("REDISS://db-7f3:6380/0", "lower case"),
+        ("Redis://db-7f3", "lower case"),
+        ("http://db-7f3:6379", "must be redis:// or rediss://"),
+        ("db-7f3:6379", "not a URL"),
+        ("redis://u:hunter2@[fe80::9/0", "an IPv6 address goes in brackets"),
+        ("redis://u:hun[ter2@db-7f3/0", "percent-encoded (%5B, %5D)"),
+        ("redis://:hunter2@db-7f3:99999/0", "a port is a number from 1 to 65535"),
+        ("redis://:hunter2@db-7f3:0/0", "a port is a number from 1 to 65535"),
+        ("redis://:hunter2@db-7f3/abc", "must be a number, such as /0"),
+        ("redis://:hunter2@/0", "names no host"),
+        ("rediss://:hunter2@db-7f3/0#frag", "options in the URL are not accepted"),
+    ],
+)
+def test_a_bad_url_is_named_without_quoting_any_of_it(
+    run_cli: RunCli, monkeypatch: pytest.MonkeyPatch, url: str, problem: str
+) -> None:
+    """From the environment (where a password is allowed), so only the URL's own problem shows."""
+    monkeypatch.setenv("LOCK_MONITOR_REDIS_URL", url)
+    code, _, err = run_cli("locks")
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1, err
+    assert problem in err
+    for part in ("hun", "ter2", "db-7f3", "fe80", "abc", "frag"):
+        assert part not in err
+
+
+def test_a_password_in_the_url_is_fine_from_the_environment(
+    run_cli: RunCli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LOCK_MONITOR_REDIS_URL", "redis://lockmon:hunter2@127.0.0.1:1/0")
+    code, _, err = run_cli("locks", "--redis-timeout", "0.5")
+    assert code == 1  # accepted; nothing listens on port 1
+    assert "cannot read locks from redis://lockmon@127.0.0.1:1/0" in err
+    assert "hunter2" not in err

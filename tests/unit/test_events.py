@@ -12,7 +12,7 @@ import redis
 import structlog
 from structlog.testing import capture_logs
 
-from lock_monitor.config import RedisSettings
+from lock_monitor.config import ERROR_TEXT_LIMIT, RedisSettings
 from lock_monitor.events import (
     BACKOFF_CAP,
     BATCH,
@@ -127,6 +127,18 @@ def test_refused_and_unavailable_name_the_fix() -> None:
     with capture_logs() as logs:
         update(events, Stub("a:1", state="unavailable", reason="notify-keyspace-events is ''"))
     assert (logs[0]["event"], logs[0]["log_level"]) == ("events_unavailable", "error")
+
+
+def test_a_servers_error_text_is_one_bounded_line_without_secrets() -> None:
+    live = LiveSet(stuck_threshold=30)
+    settings = RedisSettings(url="redis://redis:6379/0", password="s3cret-pw")
+    events = Events(settings, "lock:*", "auto", live, structlog.get_logger())
+    hostile = "NOPERM s3cret-pw " + "x" * 1000 + "\nsecond line"
+    with capture_logs() as logs:
+        update(events, Stub("a:1", state="refused", reason=hostile))
+    reason = events.status().reason
+    assert reason == ("NOPERM *** " + "x" * 1000)[:ERROR_TEXT_LIMIT] + "…"
+    assert logs[0]["error"] == reason
 
 
 def test_unverified_until_an_event_or_proof_that_none_come() -> None:

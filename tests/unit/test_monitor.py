@@ -10,15 +10,19 @@ pass reader itself is replaced. What Redis itself does is tested in tests/integr
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator, MutableMapping
 from typing import Any
 
 import pytest
 import redis
+import structlog
 from structlog.testing import capture_logs
 
-from lock_monitor.config import RedisSettings, ScanSettings
+from lock_monitor.config import MAX_PACED_WAIT_SECONDS, RedisSettings, ScanSettings
 from lock_monitor.connection import Target
+from lock_monitor.events import Events
+from lock_monitor.liveset import LiveSet
 from lock_monitor.locks import RawLock
 from lock_monitor.monitor import Monitor
 from lock_monitor.passes import PassFailed, PassResult
@@ -42,7 +46,13 @@ class FakeScanner:
         self.error: Exception | None = None
 
     def __call__(
-        self, client: redis.Redis, pattern: str, count: int, seen: set[bytes], cluster: bool
+        self,
+        client: redis.Redis,
+        pattern: str,
+        count: int,
+        seen: set[bytes],
+        cluster: bool,
+        budget: object,
     ) -> Iterator[RawLock]:
         if self.error is not None:
             raise self.error  # a generator: raised on the first read, as redis-py does
@@ -55,6 +65,7 @@ class FakeScanner:
 def redis_node(monkeypatch: pytest.MonkeyPatch) -> FakeScanner:
     scanner = FakeScanner()
     monkeypatch.setattr("lock_monitor.passes.read_locks", scanner)
+    monkeypatch.setattr("lock_monitor.passes.command_seconds", lambda client, budget: 0.0)
     return scanner
 
 
@@ -198,12 +209,14 @@ class TimedPasses:
 
     def __init__(self) -> None:
         self.duration = 0.1
+        self.redis_seconds: float | None = None  # unknown: paced on the wall time
         self.down = False
 
     def __call__(self, *args: Any, **kwargs: Any) -> PassResult:
         if self.down:
             raise PassFailed({"redis://example:6379/0": "ConnectionError: gone"})
-        return PassResult(Snapshot(NOW, self.duration, 0, 0, 0, 0, ()), StuckLocks(), ())
+        snapshot = Snapshot(NOW, self.duration, 0, 0, 0, 0, ())
+        return PassResult(snapshot, StuckLocks(), (), self.redis_seconds)
 
 
 @pytest.fixture
@@ -240,7 +253,74 @@ def test_a_failure_backs_off_instead_of_pacing_and_recovery_paces_again(
     assert 0.5 <= monitor.step() <= 1.0  # a success resets the backoff
 
 
-def test_a_real_pass_is_paced_from_its_own_duration(redis_node: FakeScanner) -> None:
+def test_waiting_on_redis_is_not_counted_as_its_work(timed: TimedPasses) -> None:
+    """A stall, a pause or a slow link makes a long pass in which Redis did little."""
+    monitor = make()
+    timed.duration, timed.redis_seconds = 8.0, 0.01
+    assert monitor.step() == 5.0
+    assert not monitor.state.paced
+    timed.duration, timed.redis_seconds = 8.0, 1.0  # Redis really worked a second: 20 s cycle
+    assert monitor.step() == pytest.approx(12.0)
+    assert monitor.state.paced
+
+
+def test_the_stretched_wait_is_capped_below_the_stale_alert(timed: TimedPasses) -> None:
+    monitor = make()
+    timed.duration, timed.redis_seconds = 65.0, 20.0
+    assert monitor.step() == MAX_PACED_WAIT_SECONDS
+    assert monitor.state.paced
+    timed.redis_seconds = None
+    assert monitor.step() == MAX_PACED_WAIT_SECONDS
+
+
+class StopAtFirstWait(threading.Event):
+    """The loop's stop event: records the first wait it is asked for, and stops the loop."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.waits: list[float] = []
+
+    def wait(self, timeout: float | None = None) -> bool:
+        self.waits.append(timeout or 0.0)
+        self.set()
+        return True
+
+
+@pytest.mark.parametrize(
+    ("duration", "redis_seconds", "early_wait"),
+    [
+        (8.0, 0.01, 0.0),  # Redis did little: the early pass may come now (not at the interval)
+        (8.0, 1.0, 12.0),  # Redis worked a second: 5 % of a 20 s cycle, as for any pass
+        (65.0, 20.0, MAX_PACED_WAIT_SECONDS),  # never beyond the cap
+    ],
+)
+def test_the_early_pass_after_a_subscription_is_paced_on_redis_time(
+    timed: TimedPasses, duration: float, redis_seconds: float, early_wait: float
+) -> None:
+    live = LiveSet(stuck_threshold=30)
+    subscriptions = Events(SETTINGS, "lock:*", "auto", live, structlog.get_logger())
+    monitor = Monitor(SETTINGS, ScanSettings(interval=3600), events=subscriptions)
+    stop = monitor._stop = StopAtFirstWait()
+    timed.duration, timed.redis_seconds = duration, redis_seconds
+    subscriptions.on_subscribed()  # every node subscribed: a pass is wanted early
+    monitor._loop()
+    assert monitor.state.delay_seconds == 3600  # the regular wait
+    assert stop.waits[0] == pytest.approx(early_wait, abs=0.5)  # less the time already spent
+
+
+def test_pacing_on_the_wall_time_is_logged_once(timed: TimedPasses) -> None:
+    monitor = make()
+    with capture_logs() as logs:
+        monitor.step()
+        monitor.step()
+    assert events(logs) == ["redis_connected", "pacing_on_wall_time"]
+
+
+def test_a_real_pass_is_paced_from_its_own_duration(
+    redis_node: FakeScanner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where INFO is refused, the wall time stands in for Redis' time."""
+    monkeypatch.setattr("lock_monitor.passes.command_seconds", lambda client, budget: None)
     monitor = Monitor(SETTINGS, ScanSettings(interval=1e-6, max_redis_load=0.05))
     monitor.step()
     duration = monitor.state.snapshot.duration_seconds  # type: ignore[union-attr]

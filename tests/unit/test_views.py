@@ -24,7 +24,14 @@ from lock_monitor.monitor import MonitorState
 from lock_monitor.passes import PassResult
 from lock_monitor.snapshot import Snapshot
 from lock_monitor.stuck_log import StuckLocks
-from lock_monitor.views import NO_TTL, inspect_command, lock_table, status_document, status_page
+from lock_monitor.views import (
+    NO_TTL,
+    inspect_command,
+    lock_table,
+    printable,
+    status_document,
+    status_page,
+)
 from lock_monitor.web import App
 
 NOW = 1_800_000_000.0
@@ -286,19 +293,24 @@ def test_charts_only_when_there_is_a_history() -> None:
     assert '<figure class="chart"' not in status_page(document_of(state))
 
 
-def test_events_in_the_document_the_table_and_the_page() -> None:
+def event_counters(*recent: RecentEnd) -> EventCounters:
+    """The events' counters since start, with these last ends."""
     hold = HoldHistogram(buckets=(0,) * 18, total=0.0)
-    counters = EventCounters(
+    return EventCounters(
         acquisitions=12,
         renewals=3,
         releases={"released": 7, "expired": 2, "evicted": 1},
         received=40,
         corrections=1,
         hold=dict.fromkeys(OUTCOMES, hold),
-        recent=(
-            RecentEnd("lock:appointment:old", "expired", 30.2, NOW - 5),
-            RecentEnd("lock:appointment:<i>", "evicted", None, NOW - 1),
-        ),
+        recent=recent,
+    )
+
+
+def test_events_in_the_document_the_table_and_the_page() -> None:
+    counters = event_counters(
+        RecentEnd("lock:appointment:old", "expired", 30.2, NOW - 5),
+        RecentEnd("lock:appointment:<i>", "evicted", None, NOW - 1),
     )
     status = EventsStatus("auto", "live", None, (("redis:6379", "up"),), True, reconnects=1)
     view = EventsView(status, LiveCounts(4, 1, 0, 31.5), counters)
@@ -327,3 +339,56 @@ def test_events_in_the_document_the_table_and_the_page() -> None:
     assert 'data-count="active"><b>4</b>' in page  # the tiles show the live counts
     assert 'data-count="stuck"><b>1</b>' in page
     assert "The counts above are live." in page
+
+
+# Terminal escapes a key, a value or an error text could carry: clear screen, window title,
+# an OSC 8 link, a CSI as one C1 byte, a fake row via CR/LF, DEL, and a right-to-left override.
+HOSTILE = "\x1b[2J\x1b]0;owned\x07\x1b]8;;http://x\x1b\\link\x9b31m\r\nfake row\x7f\u202eabc"
+CONTROLS = [chr(c) for c in [*range(0x20), *range(0x7F, 0xA0)]] + ["\u202e", "\u2028"]
+
+
+def test_printable_shows_every_control_character_as_an_escape() -> None:
+    shown = printable(HOSTILE)
+    assert not any(char in shown for char in CONTROLS)
+    assert shown == (
+        "\\x1b[2J\\x1b]0;owned\\x07\\x1b]8;;http://x\\x1b\\link\\x9b31m"
+        "\\r\\nfake row\\x7f\\u202eabc"
+    )
+    for text in ["lock:appointment:42", "1764180000000:api-7f9c", "réservation ✓ 予約", ""]:
+        assert printable(text) == text  # printable text, whatever the script, is left alone
+
+
+HOSTILE_LOCK = Lock("lock:" + HOSTILE, HOSTILE, "string", 5.0, 40.0, "value", True)
+
+
+def test_table_and_page_never_print_raw_control_characters() -> None:
+    state = MonitorState(
+        redis_up=True,
+        snapshot=Snapshot(NOW - 2, 0.25, 1, 1, 1, 0, (HOSTILE_LOCK,)),
+        last_error="ResponseError: " + HOSTILE,
+        nodes=((HOSTILE, True),),
+    )
+    document = status_document(state, TARGET, "standalone", NOW, stuck_threshold=30)
+    table, page = lock_table(document), status_page(document)
+    assert len(table.splitlines()) == 3  # header, the one lock, the counts: no fake row
+    assert not any(char in table.replace("\n", "") for char in CONTROLS)
+    assert not any(char in page.replace("\n", "") for char in CONTROLS)
+    assert "\\x1b]0;owned\\x07" in table
+    assert "\\x1b]0;owned\\x07" in page
+    assert document["locks"][0]["key"] == HOSTILE_LOCK.key  # the JSON stays exact
+
+
+def test_the_events_lines_never_print_raw_control_characters() -> None:
+    """A key that ended and a server's error text, in the table, the page and `locks --from`."""
+    counters = event_counters(RecentEnd("lock:" + HOSTILE, "evicted", 2.0, NOW - 1))
+    status = EventsStatus("auto", "down", "ConnectionError: " + HOSTILE, (), True, reconnects=0)
+    view = EventsView(status, None, counters)
+    state = MonitorState(redis_up=True, snapshot=SNAPSHOT, nodes=NODES)
+    document = status_document(state, TARGET, "standalone", NOW, stuck_threshold=30, events=view)
+    table, page = lock_table(document), status_page(document)
+    assert not any(char in table.replace("\n", "") for char in CONTROLS)
+    assert not any(char in page.replace("\n", "") for char in CONTROLS)
+    assert "evicted: lock:\\x1b[2J" in table
+    assert "(ConnectionError: \\x1b[2J" in table
+    assert "lock:\\x1b[2J" in page
+    assert document["events"]["recent_ends"][0]["key"] == "lock:" + HOSTILE  # JSON exact
