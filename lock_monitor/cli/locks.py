@@ -43,6 +43,7 @@ from lock_monitor.passes import PassFailed, PassResult, describe_error, read_pas
 from lock_monitor.views import (
     UNKNOWN_AGE_WHY,
     ago,
+    current_counts,
     lock_table,
     printable,
     status_document,
@@ -136,7 +137,7 @@ def stale_warning(document: dict[str, Any]) -> str | None:
 def exit_code(document: dict[str, Any]) -> int:
     if document["redis_up"] is False:
         return 1  # the daemon's last good pass is not the current state
-    return EXIT_STUCK if document["pass"]["stuck"] else 0
+    return EXIT_STUCK if current_counts(document)["stuck"] else 0  # live, as /metrics
 
 
 def screen(document: dict[str, Any], header: str) -> str:
