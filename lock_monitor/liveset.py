@@ -35,7 +35,7 @@ HOLD_BUCKETS = (
 UNKNOWN = math.inf  # acquisition time not known: never stuck, never the oldest
 LIVE_LOCKS_LIMIT = 1_000_000  # past this the set stops growing and passes take over
 RECENT_ENDS = 10  # evicted and expired locks kept for the status page
-RECONCILE_CHUNK = 1000  # locks reconciled (or swept) per hold of the lock
+RECONCILE_CHUNK = 250  # locks reconciled (or swept) per hold of the lock and of the GIL
 KEY_KEPT = 200  # bytes of a key kept as is (as many as are shown); longer: its start and a digest
 DIGEST_BYTES = 16
 BLOCK = (
@@ -46,9 +46,16 @@ BLOCK = (
 # A lock as a pass read it: raw key, acquisition time (Redis time), has a TTL, and whether
 # that time is the holder's own stamp (rather than when it was first seen).
 PassLock = tuple[bytes, float, bool, bool]
-# A held lock: (acquisition time, key). The same tuple is the value in `LiveSet.held` and an
-# element of its `ByAge`, so the key and the time are kept once.
+# A held lock in acquisition order: (acquisition time, key), the key and the time being the
+# very objects of `LiveSet.held`, so that each is kept once.
 Entry = tuple[float, bytes]
+# A set of keys kept as a dict of None. Holding nothing the cyclic garbage collector tracks,
+# such a dict is never tracked itself, so a full collection does not walk its million keys
+# (a set is always walked, and a full collection comes every few seconds during a pass).
+Keys = dict[bytes, None]
+Shards = list[dict[int, None]]  # fingerprints (`hash`) of keys, by their low bits
+SHARDS = 64
+SHARD_MASK = SHARDS - 1
 _time_of = itemgetter(0)
 
 
@@ -160,23 +167,35 @@ class ByAge:
             blocks.append([entry])
             lasts.append(entry)
             return
-        i = min(bisect_left(lasts, entry), len(lasts) - 1)
-        block = blocks[i]
-        insort(block, entry)
+        if entry > lasts[-1]:  # the usual: acquired now, so the newest
+            i = len(blocks) - 1
+            block = blocks[i]
+            block.append(entry)
+        else:
+            i = bisect_left(lasts, entry)
+            block = blocks[i]
+            insort(block, entry)
         lasts[i] = block[-1]
         if len(block) > 2 * BLOCK:
             blocks[i : i + 1] = [block[:BLOCK], block[BLOCK:]]
             lasts[i : i + 1] = [block[BLOCK - 1], block[-1]]
 
-    def remove(self, entry: Entry) -> None:
-        """Remove an entry that was added (and not removed since)."""
+    def find(self, entry: Entry) -> Entry:
+        """The entry kept that equals `entry` (which must be there)."""
+        block = self._blocks[bisect_left(self._lasts, entry)]
+        return block[bisect_left(block, entry)]
+
+    def remove(self, entry: Entry) -> Entry:
+        """Remove the entry that equals `entry` (which must be there); the one that was kept."""
         blocks, lasts = self._blocks, self._lasts
         i = bisect_left(lasts, entry)
         block = blocks[i]
-        del block[bisect_left(block, entry)]
+        j = bisect_left(block, entry)
+        kept = block[j]
+        del block[j]
         if not block:
             del blocks[i], lasts[i]
-            return
+            return kept
         lasts[i] = block[-1]
         if len(block) < BLOCK // 4 and len(blocks) > 1:
             i = max(i, 1)  # merge with the block before it (or after, for the first)
@@ -184,6 +203,7 @@ class ByAge:
             halves = [merged] if len(merged) <= 2 * BLOCK else [merged[:BLOCK], merged[BLOCK:]]
             blocks[i - 1 : i + 1] = halves
             lasts[i - 1 : i + 1] = [half[-1] for half in halves]
+        return kept
 
     def first(self) -> Entry | None:
         return self._blocks[0][0] if self._blocks else None
@@ -209,8 +229,16 @@ class ByAge:
         return found
 
 
+def _let_others_run() -> None:
+    """Between chunks of a pass's work: hand the GIL to a thread waiting for it (a scrape, a
+    subscriber). A busy thread otherwise keeps it for the whole switch interval each time the
+    other gives it up for a socket read or write, and a scrape makes several of those.
+    `sleep(0)` naps for the timer's slack, long enough for a waiting thread to take the GIL."""
+    time.sleep(0)
+
+
 class LiveSet:
-    """Held locks: key (`bounded`) -> (acquisition time in Redis time or UNKNOWN, key)."""
+    """Held locks: key (`bounded`) -> acquisition time (Redis time, or UNKNOWN)."""
 
     def __init__(
         self,
@@ -222,17 +250,17 @@ class LiveSet:
         self.limit = limit
         self.clock = clock
         self.lock = threading.Lock()
-        self.held: dict[bytes, Entry] = {}
+        self.held: dict[bytes, float] = {}
         self.by_age = ByAge()
-        self.no_ttl: set[bytes] = set()
+        self.no_ttl: Keys = {}
         # Held locks whose time is when a pass first saw them, not their acquisition: it
         # tells when they become stuck, but their hold time is not known.
-        self.first_seen: set[bytes] = set()
+        self.first_seen: Keys = {}
         # Until a pass measures it, this host's clock stands in for Redis'.
         self.offset = time.time() - clock()
         # Fingerprints (`hash`) of the keys that had an event since the current pass started
         # (None between passes): what the pass read of them is older than what the events said.
-        self.touched: set[int] | None = None
+        self.touched: dict[int, None] | None = None
         self.touched_overflow = False
         self.overflow = False  # more locks than `limit`: incomplete until a pass fits
         self.epoch = 0  # bumped whenever events may have been lost (a subscriber came or went)
@@ -328,48 +356,45 @@ class LiveSet:
     def _place(self, key: bytes, at: float, acquired: bool) -> bytes | None:
         """Hold `key` since `at` (`acquired`: that is its acquisition, not a first sighting);
         the key as kept, or None when the set is full."""
-        entry = self.held.get(key)
-        if entry is not None:
-            self.by_age.remove(entry)
-            key = entry[1]  # the object already kept: one copy of a key, however often seen
+        known = self.held.get(key)
+        if known is not None:
+            # The object already kept: one copy of a key, however often it is seen.
+            key = self.by_age.remove((known, key))[1]
         elif len(self.held) >= self.limit:
             self.overflow = True
             return None
-        entry = (at, key)
-        self.held[key] = entry
-        self.by_age.add(entry)
-        if acquired:
-            self.first_seen.discard(key)
-        else:
-            self.first_seen.add(key)
+        self.held[key] = at
+        self.by_age.add((at, key))
+        if not acquired:
+            self.first_seen[key] = None
+        elif known is not None:
+            self.first_seen.pop(key, None)
         return key
 
-    def _replace(self, entry: Entry, at: float, acquired: bool) -> None:
+    def _replace(self, key: bytes, known: float, at: float, acquired: bool) -> None:
         """`_place` a held lock again, unless that changes nothing (most locks, every pass)."""
-        if (at, acquired) != (entry[0], entry[1] not in self.first_seen):
-            self._place(entry[1], at, acquired)
+        if (at, acquired) != (known, key not in self.first_seen):
+            self._place(key, at, acquired)
 
     def _drop(self, key: bytes) -> tuple[float, bool, bool] | None:
         """Stop holding `key`; its acquisition time, whether that was its acquisition, and
         whether it had no TTL, if it was held."""
-        entry = self.held.pop(key, None)
-        if entry is None:
+        at = self.held.pop(key, None)
+        if at is None:
             return None
-        self.by_age.remove(entry)
-        acquired = key not in self.first_seen
-        no_ttl = key in self.no_ttl
-        self.first_seen.discard(key)
-        self.no_ttl.discard(key)
-        return entry[0], acquired, no_ttl
+        self.by_age.remove((at, key))
+        acquired, no_ttl = key not in self.first_seen, key in self.no_ttl
+        if not acquired:
+            del self.first_seen[key]
+        if no_ttl:
+            del self.no_ttl[key]
+        return at, acquired, no_ttl
 
     def _set_ttl(self, key: bytes, has_ttl: bool) -> None:
-        kept = self.held.get(key)
-        if kept is None:
-            return
         if has_ttl:
-            self.no_ttl.discard(key)
-        else:
-            self.no_ttl.add(kept[1])
+            self.no_ttl.pop(key, None)
+        elif key not in self.no_ttl and (at := self.held.get(key)) is not None:
+            self.no_ttl[self.by_age.find((at, key))[1]] = None  # the key object kept
 
     # --- what events do (called with the lock held) ---------------------------------------
 
@@ -377,7 +402,7 @@ class LiveSet:
         touched = self.touched
         if touched is not None:
             if len(touched) < self.limit:
-                touched.add(hash(key))
+                touched[hash(key)] = None
             else:
                 self.touched_overflow = True
 
@@ -393,8 +418,9 @@ class LiveSet:
                 self._set_ttl(key, has_ttl=False)
             return False
         self.acquisitions += 1
-        if self._place(key, at, acquired=True) is not None:
-            self._set_ttl(key, has_ttl=False)
+        kept = self._place(key, at, acquired=True)
+        if kept is not None:
+            self.no_ttl[kept] = None
         return True
 
     def expire_set(self, key: bytes, renewal: bool) -> None:
@@ -404,7 +430,7 @@ class LiveSet:
             self.renewals += renewal
         else:
             self._place(key, UNKNOWN, acquired=False)  # held before we listened: a pass tells
-        self.no_ttl.discard(key)
+        self.no_ttl.pop(key, None)
 
     def persist(self, key: bytes) -> None:
         self._touch(key)
@@ -440,7 +466,7 @@ class LiveSet:
 
     def begin_pass(self) -> PassMark:
         with self.lock:
-            self.touched = set()
+            self.touched = {}
             self.touched_overflow = False
             return PassMark(self.epoch, self.subscribed, self.valid)
 
@@ -458,7 +484,9 @@ class LiveSet:
         is not known to publish events. Chunk by chunk: events go on in between.
         """
         counted = self.seeded
-        in_pass: set[bytes] = set()
+        # The keys read, as fingerprints (no second copy of a long key), in shards: growing one
+        # dict to a million would copy it all at once, the GIL held, every few doublings.
+        in_pass: Shards = [{} for _ in range(SHARDS)]
         corrections = 0
         with self.lock:
             self.overflow = False
@@ -467,6 +495,7 @@ class LiveSet:
                 corrections += self._reconcile_chunk(
                     locks[start : start + RECONCILE_CHUNK], in_pass
                 )
+            _let_others_run()
         corrections += self._sweep(in_pass)
         with self.lock:
             self.touched = None
@@ -477,32 +506,33 @@ class LiveSet:
                 self.corrections += corrections
             return Reconciled(corrections, mark.valid and unbroken)
 
-    def _reconcile_chunk(self, locks: Iterable[PassLock], in_pass: set[bytes]) -> int:
+    def _reconcile_chunk(self, locks: Iterable[PassLock], in_pass: Shards) -> int:
         corrections = 0
-        touched = self.touched or set()
+        touched = self.touched or {}
         held, no_ttl = self.held, self.no_ttl
         for raw, acquired_at, has_ttl, stamped in locks:
             key = bounded(raw)
-            in_pass.add(key)
-            entry = held.get(key)
-            if hash(key) in touched:
-                if entry is not None and entry[0] == UNKNOWN:  # seen, but not since when
+            fingerprint = hash(key)
+            in_pass[fingerprint & SHARD_MASK][fingerprint] = None
+            known = held.get(key)
+            if fingerprint in touched:
+                if known == UNKNOWN:  # the events saw it, but not since when
                     self._place(key, acquired_at, acquired=stamped)
                 continue
-            if entry is None:
+            if known is None:
                 if self.touched_overflow:
                     continue  # it may have been released during the pass: the next pass knows
                 corrections += 1
                 if self._place(key, acquired_at, acquired=stamped) is None:
                     continue  # full: the passes' figures are shown until it fits
-            elif stamped or entry[0] == UNKNOWN:  # the holder's own stamp wins over arrivals
-                self._replace(entry, acquired_at, acquired=stamped)
+            elif stamped or known == UNKNOWN:  # the holder's own stamp wins over arrivals
+                self._replace(key, known, acquired_at, acquired=stamped)
             if has_ttl == (key in no_ttl):
-                corrections += entry is not None
+                corrections += known is not None
                 self._set_ttl(key, has_ttl)
         return corrections
 
-    def _sweep(self, in_pass: set[bytes]) -> int:
+    def _sweep(self, in_pass: Shards) -> int:
         """Remove the locks the pass did not read (unless events changed them meanwhile),
         oldest first, a chunk per hold of the lock."""
         removed = 0
@@ -515,11 +545,14 @@ class LiveSet:
                 if not chunk:
                     return removed
                 after = chunk[-1]
-                touched = self.touched or set()
+                touched = self.touched or {}
                 for _, key in chunk:
-                    if key not in in_pass and hash(key) not in touched:
+                    fingerprint = hash(key)
+                    read = fingerprint in in_pass[fingerprint & SHARD_MASK]
+                    if not read and fingerprint not in touched:
                         self._drop(key)
                         removed += 1
+            _let_others_run()
 
 
 class Stream:
