@@ -3,33 +3,53 @@
 Everything here is pure (no Redis), so the rules can be tested exhaustively.
 Redis keeps no creation time for keys, so a lock's age comes from its value when the
 holder wrote a timestamp there (the backend writes epoch milliseconds), and otherwise
-from the first time this process saw that key holding that value.
+from the first time this process saw that key holding that value. A key released and taken
+again holds a new value: it is a new lock.
+
+A pass may see a million locks, so they are classified a page at a time, without an object
+per lock: only the few that are shown or logged are built in full (`classify`, the rule
+for one lock, which the page loop must agree with).
 """
 
 from __future__ import annotations
 
-from typing import Literal, NamedTuple
+import math
+from collections.abc import Iterable, Mapping, Sequence, Set
+from typing import Literal, NamedTuple, Protocol, cast
 
 # Epoch timestamps this far apart cover 2001..2286: anything outside is a token, not a time.
 _SECONDS_RANGE = (1e9, 1e10)
 _MILLIS_RANGE = (1e12, 1e13)
 VALUE_DISPLAY_LIMIT = 200
+# The bytes of a value that are read: a timestamp, the part displayed, and enough to tell
+# that the value is longer. Values alike in these bytes are the same value.
+VALUE_PREFIX = 256
+# Locks are remembered by a fingerprint of key and value, never by their bytes; 60 bits
+# keep each one a small int object.
+_FINGERPRINT_MASK = (1 << 60) - 1
+# Remembered for a lock whose start is in its value: one shared object, not a float each.
+_IN_VALUE = -1.0
 
 AgeSource = Literal["value", "first_seen"]
 
 
-class RawLock(NamedTuple):
-    """One lock as read from Redis in one pass."""
+class Page(Protocol):
+    """Locks read from one node in one round trip, as parallel sequences (`scanner.Page`)."""
 
-    key: bytes
-    value: bytes | None  # None for locks that are not strings (a Redisson hash, say)
-    pttl_ms: int  # -1: no TTL
-    kind: str  # the Redis type: "string", "hash", ...
-    now: float  # Redis TIME at the start of the pass on the node that holds the key
+    @property
+    def now(self) -> float: ...  # Redis TIME at the start of the pass on this node
+    @property
+    def keys(self) -> Sequence[bytes]: ...
+    @property
+    def values(self) -> Sequence[bytes | None]: ...  # None: not a string
+    @property
+    def pttls(self) -> Sequence[int]: ...  # -1: no TTL
+    @property
+    def kinds(self) -> Sequence[str] | None: ...  # None: all strings
 
 
 class Lock(NamedTuple):
-    """A lock classified for display and counting (a tuple: cheap to build for every lock)."""
+    """A lock classified for display and counting."""
 
     key: str
     value: str
@@ -62,48 +82,153 @@ def display(raw: bytes | None, kind: str) -> str:
     return text + ("…" if len(raw) > VALUE_DISPLAY_LIMIT else "")
 
 
-class LockTracker:
-    """Classifies the locks of successive passes and remembers first sightings.
+def fingerprint(key: bytes, value: bytes | None) -> int:
+    return hash((key, value)) & _FINGERPRINT_MASK
 
-    Only keys still held are remembered: `finish_pass` forgets the rest, so memory follows
-    the number of live locks, not the history of all locks ever seen.
+
+def classify(
+    key: bytes,
+    value: bytes | None,
+    kind: str,
+    pttl_ms: int,
+    now: float,
+    first_seen: float,
+    stuck_threshold: float,
+) -> Lock:
+    """The rule for one lock: its age from the timestamp in its value, else from
+    `first_seen`, the Redis time this process first saw the key holding this value."""
+    stamped = parse_timestamp(value) if value is not None else None
+    source: AgeSource = "first_seen" if stamped is None else "value"
+    age = max(0.0, now - (first_seen if stamped is None else stamped))
+    return Lock(
+        key=display(key, "key"),
+        value=display(value, kind),
+        kind=kind,
+        ttl_seconds=None if pttl_ms < 0 else pttl_ms / 1000.0,
+        age_seconds=age,
+        age_source=source,
+        stuck=age > stuck_threshold,
+    )
+
+
+class PageVerdict(NamedTuple):
+    """What one page adds to a pass: counts, and in full only the locks asked for."""
+
+    active: int
+    stuck: int
+    still_stuck: int  # stuck in the previous pass too
+    without_ttl: int
+    older: list[Lock]  # every lock older than the age asked for
+    newly_stuck: list[tuple[int, float, Lock]]  # (fingerprint, start, lock): the first few
+    newly_stuck_count: int
+
+
+class LockTracker:
+    """Classifies the pages of successive passes and remembers when each lock started.
+
+    It remembers a fingerprint per live lock, for this pass and the last, with the time it
+    was first seen when its value holds none: that is what dates locks without a timestamp,
+    finds the locks that were stuck in the previous pass, and drops a lock SCAN returns
+    twice. `finish_pass` forgets the locks not seen, so memory follows the number of live
+    locks, not the history of all locks ever seen, nor the size of their keys or values.
     """
 
     def __init__(self, stuck_threshold: float) -> None:
         self.stuck_threshold = stuck_threshold
-        # key -> (hash of the value it held, Redis time when first seen with that value)
-        self._first_seen: dict[bytes, tuple[int, float]] = {}
-        self._seen_this_pass: dict[bytes, tuple[int, float]] = {}
+        self._previous: dict[int, float] = {}  # fingerprint -> first seen, or _IN_VALUE
+        self._current: dict[int, float] = {}  # the same for this pass, moved from _previous
+        self._previous_now: dict[str, float] = {}  # node -> Redis time of the last pass
+        self._current_now: dict[str, float] = {}
+        self._first_sighted: list[int] = []  # fingerprints new in this pass
 
-    def classify(self, raw: RawLock) -> Lock:
-        stamped = parse_timestamp(raw.value) if raw.value is not None else None
-        source: AgeSource
-        if stamped is not None:
-            age, source = max(0.0, raw.now - stamped), "value"
-        else:
-            age, source = self._age_since_first_seen(raw), "first_seen"
-        return Lock(
-            key=display(raw.key, "key"),
-            value=display(raw.value, raw.kind),
-            kind=raw.kind,
-            ttl_seconds=None if raw.pttl_ms < 0 else raw.pttl_ms / 1000.0,
-            age_seconds=age,
-            age_source=source,
-            stuck=age > self.stuck_threshold,
+    @property
+    def remembered(self) -> int:
+        """The locks remembered from the last completed pass."""
+        return len(self._previous)
+
+    def add_page(
+        self, page: Page, node: str, older_than: float = math.inf, newly_stuck_wanted: int = 0
+    ) -> PageVerdict:
+        """Classify a page from `node`: counts for all its locks, and in full the locks older
+        than `older_than` and the first `newly_stuck_wanted` that became stuck."""
+        now, threshold = page.now, self.stuck_threshold
+        self._current_now[node] = now
+        previous_now = self._previous_now.get(node, -math.inf)
+        current, forget = self._current, self._previous.pop
+        sighted = self._first_sighted.append
+        values = page.values
+        stamps: Iterable[float | None] = [None] * len(values)
+        if page.kinds is None:  # strings: no value is None
+            stamps = map(parse_timestamp, cast("Sequence[bytes]", values))
+        repeated: list[int] = []
+        older: list[tuple[int, float]] = []  # (index, start)
+        newly: list[tuple[int, float, int]] = []  # (index, start, fingerprint)
+        stuck = still = newly_count = 0
+        for index, (key, value, stamp) in enumerate(zip(page.keys, values, stamps, strict=True)):
+            print_ = hash((key, value)) & _FINGERPRINT_MASK
+            if print_ in current:
+                repeated.append(index)  # SCAN returned it twice
+                continue
+            seen = forget(print_, None)  # in the last pass: when first seen, or _IN_VALUE
+            if seen is None:
+                sighted(print_)
+            if stamp is None:
+                start = current[print_] = now if seen is None else seen
+            else:
+                start, current[print_] = stamp, _IN_VALUE
+            age = now - start
+            if age > threshold:
+                stuck += 1
+                if seen is not None and previous_now - start > threshold:
+                    still += 1
+                else:
+                    newly_count += 1
+                    if len(newly) < newly_stuck_wanted:
+                        newly.append((index, start, print_))
+            if age > older_than:
+                older.append((index, start))
+        pttls = page.pttls
+        return PageVerdict(
+            active=len(values) - len(repeated),
+            stuck=stuck,
+            still_stuck=still,
+            without_ttl=pttls.count(-1) - [pttls[index] for index in repeated].count(-1),
+            older=[self._lock(page, index, start) for index, start in older],
+            newly_stuck=[(fp, start, self._lock(page, index, start)) for index, start, fp in newly],
+            newly_stuck_count=newly_count,
         )
 
-    def _age_since_first_seen(self, raw: RawLock) -> float:
-        fingerprint = hash((raw.kind, raw.value))
-        previous = self._first_seen.get(raw.key)
-        if previous is None or previous[0] != fingerprint:
-            previous = (fingerprint, raw.now)  # new, or released and taken again
-        self._seen_this_pass[raw.key] = previous
-        return max(0.0, raw.now - previous[1])
+    def _lock(self, page: Page, index: int, start: float) -> Lock:
+        kind = "string" if page.kinds is None else page.kinds[index]
+        return classify(
+            page.keys[index],
+            page.values[index],
+            kind,
+            page.pttls[index],
+            page.now,
+            start,
+            self.stuck_threshold,
+        )
 
-    def finish_pass(self) -> None:
-        """Forget keys that were not seen in the pass just completed."""
-        self._first_seen, self._seen_this_pass = self._seen_this_pass, {}
+    def finish_pass(self) -> Vanished:
+        """Forget the locks not seen in the pass just completed, and say which they were."""
+        vanished = Vanished(self._previous.keys(), self._previous_now)
+        self._previous, self._current = self._current, {}
+        self._previous_now, self._current_now = self._current_now, {}
+        self._first_sighted = []
+        return vanished
 
     def abandon_pass(self) -> None:
-        """A failed pass saw only part of the keys: keep the previous memory intact."""
-        self._seen_this_pass = {}
+        """A failed pass saw only part of the keys: remember what the last pass left, as if
+        this one had not run (a lock on a node that failed must not look released)."""
+        for print_ in self._first_sighted:
+            del self._current[print_]
+        self._previous.update(self._current)
+        self._current, self._current_now, self._first_sighted = {}, {}, []
+
+
+class Vanished(NamedTuple):
+    """Locks of the last pass that the pass just completed did not see: released."""
+
+    fingerprints: Set[int]
+    now: Mapping[str, float]  # node -> Redis time of the pass they were last seen in

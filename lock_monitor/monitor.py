@@ -19,7 +19,7 @@ from lock_monitor.locks import LockTracker
 from lock_monitor.passes import NodeStatus, PassFailed, PassResult, describe_error, read_pass
 from lock_monitor.schedule import backoff_delay, paced_delay
 from lock_monitor.snapshot import Snapshot
-from lock_monitor.stuck_log import log_stuck_changes
+from lock_monitor.stuck_log import StuckMemory, log_stuck_changes
 
 
 @dataclass(frozen=True)
@@ -63,7 +63,7 @@ class Monitor:
         self.state = MonitorState(delay_seconds=self.scan.interval)
         self._tracker = LockTracker(self.scan.stuck_threshold)
         self._target: Target | None = None
-        self._stuck: dict[bytes, float] = {}  # raw key -> age, of the locks stuck last pass
+        self._stuck = StuckMemory()  # the locks stuck in the last pass
         self._failures = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="pass-loop", daemon=True)
@@ -121,8 +121,8 @@ class Monitor:
                 target=self.redis.target(),
             )
         self._failures = 0
-        log_stuck_changes(self.log, result.stuck, self._stuck)
-        self._stuck = result.stuck.ages
+        log_stuck_changes(self.log, result.stuck)
+        self._stuck = result.stuck.remembered
         delay = paced_delay(
             result.snapshot.duration_seconds, self.scan.interval, self.scan.max_redis_load
         )

@@ -8,18 +8,19 @@ failure reads the same in logs, pages and the CLI, with secrets scrubbed out.
 
 from __future__ import annotations
 
+import math
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from redis.exceptions import AskError, ClusterCrossSlotError, ClusterDownError, TryAgainError
 
 from lock_monitor.config import RedisSettings, ScanSettings
 from lock_monitor.connection import Target, describe_tls_error
-from lock_monitor.locks import LockTracker
-from lock_monitor.scanner import read_locks
+from lock_monitor.locks import Lock, LockTracker
+from lock_monitor.scanner import read_pages
 from lock_monitor.snapshot import OLDEST_SHOWN, Snapshot, SnapshotBuilder
-from lock_monitor.stuck_log import StuckLocks
+from lock_monitor.stuck_log import STUCK_LOG_LIMIT, StuckLocks, StuckMemory
 
 NodeStatus = tuple[tuple[str, bool], ...]  # (node, read in this pass), in the order tried
 
@@ -51,7 +52,7 @@ class PassFailed(Exception):
 @dataclass(frozen=True)
 class PassResult:
     snapshot: Snapshot
-    stuck: StuckLocks  # what the stuck-lock log needs: every stuck key, the new ones in full
+    stuck: StuckLocks  # what the stuck-lock log needs: counts, the new ones in full
     nodes: NodeStatus  # every node, all read
 
 
@@ -67,31 +68,36 @@ def read_pass(
     target: Target,
     scan: ScanSettings,
     tracker: LockTracker,
-    previously_stuck: Mapping[bytes, float],
+    previously_stuck: StuckMemory,
     keep_oldest: int | None = OLDEST_SHOWN,
+    each: Callable[[Sequence[Lock]], None] | None = None,
 ) -> PassResult:
     """Read every node of `target` once; return what the pass saw, or raise `PassFailed`.
 
     Every node is tried even after one fails, so the failure names all that are down. A
     failed pass leaves `tracker` as it was: a partial pass must not make locks look released.
-    `keep_oldest=None` keeps every lock in the snapshot, not only the oldest few.
+    `keep_oldest=None` keeps every lock in the snapshot, not only the oldest few; `each`
+    is handed every lock as it is read, a page at a time, unsorted.
     """
     started = time.monotonic()
     settings = target.settings
     cluster = settings.mode == "cluster"
     builder = SnapshotBuilder(keep_oldest=keep_oldest)
-    seen: set[bytes] = set()
-    stuck = StuckLocks()
+    stuck = StuckLocks(previously_stuck)
     failures: dict[str, str] = {}
     nodes: list[tuple[str, bool]] = []
     try:
         for name, client in target.nodes():
             try:
-                for raw in read_locks(client, scan.pattern, scan.count, seen, cluster=cluster):
-                    lock = tracker.classify(raw)
-                    builder.add(lock)
-                    if lock.stuck:
-                        stuck.add(raw.key, lock, previously_stuck)
+                for page in read_pages(client, scan.pattern, scan.count, cluster):
+                    older_than = -math.inf if each else builder.older_than()
+                    wanted = STUCK_LOG_LIMIT - len(stuck.new)
+                    verdict = tracker.add_page(page, name, older_than, wanted)
+                    if each:
+                        each(verdict.older)
+                    builder.add(verdict)
+                    builder.keys_scanned += verdict.active + page.released
+                    stuck.add(verdict, name)
             except Exception as exc:  # any node failing fails the pass, after trying all
                 failures[name] = describe_error(exc, settings)
             nodes.append((name, name not in failures))
@@ -100,7 +106,6 @@ def read_pass(
     if failures:
         tracker.abandon_pass()
         raise PassFailed(failures, tuple(nodes))
-    tracker.finish_pass()
-    builder.keys_scanned = len(seen)
+    stuck.finish(tracker.finish_pass())
     snapshot = builder.build(time.time(), time.monotonic() - started)
     return PassResult(snapshot, stuck, tuple(nodes))

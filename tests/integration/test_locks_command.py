@@ -40,6 +40,31 @@ def test_json_and_stuck_only(redis_srv: RedisServer) -> None:
     assert all(lock["stuck"] and lock["age_source"] == "value" for lock in document["locks"])
 
 
+def test_the_oldest_are_printed_and_every_lock_is_counted(redis_srv: RedisServer) -> None:
+    mixed_locks(redis_srv.client(), stuck=3, fresh=4)
+    result = run_monitor("locks", "--limit", "2", "--redis-url", redis_srv.url)
+    assert result.returncode == 0, result.stderr
+    _, *rows, summary, note = result.stdout.splitlines()
+    assert [row.split()[3] for row in rows] == ["yes", "yes"]
+    assert summary.startswith("7 active, 3 stuck")
+    assert note == "(the oldest 2 of 7 locks: --limit N for more, --all for every lock)"
+    document = json.loads(
+        run_monitor("locks", "--json", "--limit", "0", "--redis-url", redis_srv.url).stdout
+    )
+    assert (document["pass"]["active"], document["locks"]) == (7, [])
+
+
+def test_all_streams_every_lock_as_json_lines(redis_srv: RedisServer) -> None:
+    mixed_locks(redis_srv.client(), stuck=3, fresh=150)
+    result = run_monitor("locks", "--all", "--scan-count", "10", "--redis-url", redis_srv.url)
+    assert result.returncode == 0, result.stderr
+    locks = [json.loads(line) for line in result.stdout.splitlines()]
+    assert len({lock["key"] for lock in locks}) == len(locks) == 153
+    assert sum(lock["stuck"] for lock in locks) == 3
+    stuck = run_monitor("locks", "--all", "--stuck", "--redis-url", redis_srv.url)
+    assert [json.loads(line)["stuck"] for line in stuck.stdout.splitlines()] == [True] * 3
+
+
 def test_unreachable_redis_is_one_line_and_exit_1() -> None:
     url = f"redis://:hunter2@127.0.0.1:{free_port()}/0"
     line = cli_error(run_monitor("locks", "--redis-url", url, "--redis-timeout", "1"))

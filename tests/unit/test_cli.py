@@ -54,6 +54,8 @@ BAD_INPUTS = [
     (["locks", "--stuck-threshold", "nan"], "--stuck-threshold"),
     (["locks", "--stuck-threshold", "inf"], "--stuck-threshold"),
     (["locks", "--scan-count", "1000000000"], "--scan-count"),
+    (["locks", "--limit", "-1"], "--limit"),
+    (["locks", "--all", "--limit", "5"], "--all prints every lock: leave out --limit"),
     (["run", "--redis-url", "rediss://h:6380/0?ssl_cert_reqs=none"], "options in the URL"),
     (["run", "--redis-url", "redis://h/0?socket_timeout=600"], "options in the URL"),
     (["locks", "--redis-password", "hunter2"], "REDIS_PASSWORD"),

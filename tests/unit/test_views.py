@@ -43,7 +43,7 @@ def served_document(state: MonitorState) -> dict[str, Any]:
 def printed(monkeypatch: pytest.MonkeyPatch, *args: str) -> str:
     """`lock-monitor locks ...` in-process, its one pass seeing SNAPSHOT."""
 
-    def read_once(redis: RedisSettings, scan: ScanSettings) -> PassResult:
+    def read_once(redis: RedisSettings, scan: ScanSettings, *args: Any) -> PassResult:
         return PassResult(SNAPSHOT, StuckLocks(), NODES)
 
     # The module, not the command of the same name that lock_monitor.cli exports.
