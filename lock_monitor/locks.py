@@ -14,7 +14,8 @@ for one lock, which the page loop must agree with).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence, Set
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Literal, NamedTuple, Protocol, cast
 
 # Epoch timestamps this far apart cover 2001..2286: anything outside is a token, not a time.
@@ -29,6 +30,12 @@ VALUE_PREFIX = 256
 _FINGERPRINT_MASK = (1 << 60) - 1
 # Remembered for a lock whose start is in its value: one shared object, not a float each.
 _IN_VALUE = -1.0
+# The memory of a pass is split by fingerprint into tables this many, each small: a pass
+# then grows, and drops, many small tables rather than one large one (whose growth briefly
+# needs it twice, and whose release the allocator does not always return).
+_SHARD_BITS = 6
+_SHARDS = 1 << _SHARD_BITS
+_SHARD_SHIFT = 60 - _SHARD_BITS  # the top bits: a dict places entries by the low ones
 
 AgeSource = Literal["value", "first_seen"]
 
@@ -133,18 +140,30 @@ class LockTracker:
     locks, not the history of all locks ever seen, nor the size of their keys or values.
     """
 
-    def __init__(self, stuck_threshold: float) -> None:
+    def __init__(self, stuck_threshold: float, remember: bool = True) -> None:
+        """`remember=False`: one pass, with no next one to date locks for."""
         self.stuck_threshold = stuck_threshold
-        self._previous: dict[int, float] = {}  # fingerprint -> first seen, or _IN_VALUE
-        self._current: dict[int, float] = {}  # the same for this pass, moved from _previous
+        self._remember = remember
+        # Fingerprint -> when first seen, or _IN_VALUE; in the shard its fingerprint names.
+        self._previous: list[dict[int, float]] = _shards()
+        self._current: list[dict[int, float]] | list[_Seen] = self._fresh()
         self._previous_now: dict[str, float] = {}  # node -> Redis time of the last pass
         self._current_now: dict[str, float] = {}
-        self._first_sighted: list[int] = []  # fingerprints new in this pass
+        # Fingerprints new in this pass, to forget if it fails; None when nothing is
+        # remembered from before (a failed pass then forgets everything it saw).
+        self._first_sighted: list[int] | None = None
+
+    def _fresh(self) -> list[dict[int, float]] | list[_Seen]:
+        return _shards() if self._remember else [_Seen() for _ in range(_SHARDS)]
+
+    def _starts(self, shards: list[dict[int, float]] | list[_Seen]) -> list[dict[int, float]]:
+        """The start times of a pass, if they are remembered; else none."""
+        return cast("list[dict[int, float]]", shards) if self._remember else _shards()
 
     @property
     def remembered(self) -> int:
         """The locks remembered from the last completed pass."""
-        return len(self._previous)
+        return sum(map(len, self._previous))
 
     def add_page(
         self, page: Page, node: str, older_than: float = math.inf, newly_stuck_wanted: int = 0
@@ -154,8 +173,9 @@ class LockTracker:
         now, threshold = page.now, self.stuck_threshold
         self._current_now[node] = now
         previous_now = self._previous_now.get(node, -math.inf)
-        current, forget = self._current, self._previous.pop
-        sighted = self._first_sighted.append
+        currents = self._current
+        forgets = [shard.pop for shard in self._previous]
+        sighted = ([] if self._first_sighted is None else self._first_sighted).append
         values = page.values
         stamps: Iterable[float | None] = [None] * len(values)
         if page.kinds is None:  # strings: no value is None
@@ -166,10 +186,12 @@ class LockTracker:
         stuck = still = newly_count = 0
         for index, (key, value, stamp) in enumerate(zip(page.keys, values, stamps, strict=True)):
             print_ = hash((key, value)) & _FINGERPRINT_MASK
+            shard = print_ >> _SHARD_SHIFT
+            current = currents[shard]
             if print_ in current:
                 repeated.append(index)  # SCAN returned it twice
                 continue
-            seen = forget(print_, None)  # in the last pass: when first seen, or _IN_VALUE
+            seen = forgets[shard](print_, None)  # in the last pass: first seen, or _IN_VALUE
             if seen is None:
                 sighted(print_)
             if stamp is None:
@@ -212,23 +234,48 @@ class LockTracker:
 
     def finish_pass(self) -> Vanished:
         """Forget the locks not seen in the pass just completed, and say which they were."""
-        vanished = Vanished(self._previous.keys(), self._previous_now)
-        self._previous, self._current = self._current, {}
+        vanished = Vanished(self._previous, self._previous_now)
+        current, self._current = self._current, self._fresh()
+        self._previous = self._starts(current)
         self._previous_now, self._current_now = self._current_now, {}
-        self._first_sighted = []
+        self._first_sighted = [] if self.remembered else None
         return vanished
 
     def abandon_pass(self) -> None:
         """A failed pass saw only part of the keys: remember what the last pass left, as if
         this one had not run (a lock on a node that failed must not look released)."""
-        for print_ in self._first_sighted:
-            del self._current[print_]
-        self._previous.update(self._current)
-        self._current, self._current_now, self._first_sighted = {}, {}, []
+        current = self._starts(self._current)
+        self._current = self._fresh()
+        if self._first_sighted is not None:
+            for print_ in self._first_sighted:
+                del current[print_ >> _SHARD_SHIFT][print_]
+            for previous, moved in zip(self._previous, current, strict=True):
+                previous.update(moved)
+            self._first_sighted = []
+        self._current_now = {}
 
 
-class Vanished(NamedTuple):
+class _Seen(set[int]):
+    """The fingerprints of a pass without their start times: all a pass with no next one
+    needs, in less memory than a dict."""
+
+    def __setitem__(self, fingerprint: int, start: float) -> None:
+        self.add(fingerprint)
+
+
+def _shards() -> list[dict[int, float]]:
+    return [{} for _ in range(_SHARDS)]
+
+
+@dataclass(frozen=True)
+class Vanished:
     """Locks of the last pass that the pass just completed did not see: released."""
 
-    fingerprints: Set[int]
+    shards: Sequence[Mapping[int, float]]  # their fingerprints, sharded as the tracker's
     now: Mapping[str, float]  # node -> Redis time of the pass they were last seen in
+
+    def __contains__(self, fingerprint: int) -> bool:
+        return fingerprint in self.shards[fingerprint >> _SHARD_SHIFT]
+
+    def __len__(self) -> int:
+        return sum(map(len, self.shards))

@@ -42,15 +42,16 @@ class Page(NamedTuple):
 
 
 def _bulk(arguments: Sequence[bytes]) -> list[bytes]:
+    """Arguments as RESP bulk strings."""
     return [b"$%d\r\n%s\r\n" % (len(argument), argument) for argument in arguments]
 
 
-def _per_key(name: bytes, keys: Sequence[bytes], *tail: bytes) -> bytes:
-    """`name key *tail` for each key, packed at once: the same bytes redis-py would write,
-    without its per-argument Python work."""
+def _per_key(name: bytes, keys: list[bytes], *tail: bytes) -> bytes:
+    """`name key *tail` for each of the `keys` (bulk strings), packed at once: the same bytes
+    redis-py would write, without its per-argument Python work."""
     head = b"*%d\r\n$%d\r\n%s\r\n" % (2 + len(tail), len(name), name)
     rest = b"".join(_bulk(tail))
-    return head + (rest + head).join(_bulk(keys)) + rest if keys else b""
+    return head + (rest + head).join(keys) + rest if keys else b""
 
 
 class _RoundTrip:
@@ -77,10 +78,11 @@ class _RoundTrip:
         head += [scan] if scan else []
         self.clock, self.scan = clock, scan is not None
         self.head = len(head)
+        bulk = _bulk(keys)
         self.packed = [
             *(connection.pack_commands(head) if head else []),
-            _per_key(b"GETRANGE", keys, b"0", b"%d" % (VALUE_PREFIX - 1)),
-            _per_key(b"PTTL", keys),
+            _per_key(b"GETRANGE", bulk, b"0", b"%d" % (VALUE_PREFIX - 1)),
+            _per_key(b"PTTL", bulk),
             *(connection.pack_commands([("TYPE", key) for key, _ in untyped]) if untyped else []),
         ]
         self.connection.send_packed_command(self.packed)

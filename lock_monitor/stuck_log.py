@@ -56,7 +56,7 @@ class StuckLocks:
         """Name the cleared locks that were named, and say what to remember for the next pass."""
         named = dict(self.previous.named)
         for print_, (key, node, start) in self.previous.named.items():
-            if print_ in vanished.fingerprints:
+            if print_ in vanished:
                 self.cleared.append((key, max(0.0, vanished.now.get(node, start) - start)))
                 del named[print_]
         for print_, node, start, lock in self.new:

@@ -42,7 +42,7 @@ def read_once(
     except Exception as exc:
         raise PassFailed({redis.target(): describe_error(exc, redis)}) from None
     try:
-        tracker = LockTracker(scan.stuck_threshold)
+        tracker = LockTracker(scan.stuck_threshold, remember=False)
         return read_pass(target, scan, tracker, StuckMemory(), keep_oldest, each)
     finally:
         target.close()
@@ -76,9 +76,7 @@ def json_lines(stuck_only: bool) -> Callable[[Sequence[Lock]], None]:
     is_flag=True,
     help="Print every lock as a JSON line as it is read, unsorted, without counts.",
 )
-def locks(
-    as_json: bool, stuck_only: bool, limit: int | None, every: bool, **params: Any
-) -> None:
+def locks(as_json: bool, stuck_only: bool, limit: int | None, every: bool, **params: Any) -> None:
     """Read the locks once now and print the oldest, with the counts of all of them."""
     logs.configure("warning", "auto")
     if every and limit is not None:

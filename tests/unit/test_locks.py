@@ -134,7 +134,7 @@ def test_released_keys_are_forgotten() -> None:
     tracker.finish_pass()
     assert tracker.remembered == 1
     vanished = tracker.finish_pass()  # a pass in which k was not seen
-    assert len(vanished.fingerprints) == 1
+    assert len(vanished) == 1
     assert tracker.remembered == 0  # nothing kept for the gone key
     back = one(tracker, raw(b"k", b"token", now=NOW + 100))
     assert back.age_seconds == 0
@@ -157,6 +157,15 @@ def test_a_key_returned_twice_in_a_pass_counts_once() -> None:
     verdict = read(tracker, twice, raw(b"j", b"token"), twice)
     assert (verdict.active, verdict.without_ttl, len(verdict.older)) == (2, 1, 2)
     assert read(tracker, twice).active == 0  # a later page of the same pass
+
+
+def test_a_tracker_that_does_not_remember_still_counts_each_lock_once() -> None:
+    tracker = LockTracker(30, remember=False)
+    twice = raw(b"k", b"token")
+    assert read(tracker, twice, raw(b"j", b"token"), twice).active == 2
+    tracker.finish_pass()
+    assert tracker.remembered == 0
+    assert one(tracker, raw(b"k", b"token", now=NOW + 40)).age_seconds == 0
 
 
 def test_only_the_locks_asked_for_are_built_in_full() -> None:
