@@ -3,11 +3,15 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+# `make run PORT=9151 ARGS='--stuck-threshold 10'`: the demo's port (empty: its default) and
+# any other demo options. Plain `=`, not `?=`: a PORT in the shell's environment is not ours.
+PORT =
+ARGS =
 
 .PHONY: run test lint bench clean
 
 run: $(STAMP)
-	$(PY) -m lock_monitor demo --log-format console
+	$(PY) -m lock_monitor demo $(if $(PORT),--port $(PORT)) $(ARGS)
 
 test: $(STAMP) lint
 	$(PY) -m pytest -q

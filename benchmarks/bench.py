@@ -33,7 +33,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from lock_monitor.config import RedisSettings, ScanSettings
 from lock_monitor.connection import Target, connect
-from lock_monitor.demo import RedisProcess, find_redis_server, free_port
+from lock_monitor.demo.redis_server import RedisProcess, find_redis_server, free_port
 from lock_monitor.locks import LockTracker
 from lock_monitor.passes import read_pass
 from lock_monitor.stuck_log import StuckMemory

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import signal
 import threading
 from collections.abc import Callable
@@ -14,6 +15,7 @@ from lock_monitor.errors import OperatorError
 from lock_monitor.metrics import build_registry
 from lock_monitor.monitor import Monitor
 from lock_monitor.web import App, HttpServer
+from lock_monitor.webconfig import BasicAuth, ServerTls
 
 
 def stop_on_signals(log: Any) -> threading.Event:
@@ -32,6 +34,17 @@ def stop_on_signals(log: Any) -> threading.Event:
     return stop
 
 
+def listen_error(server_settings: ServerSettings, exc: OSError) -> OperatorError:
+    """Why HTTP cannot be served, naming the option that fixes it."""
+    host, port = server_settings.listen_address, server_settings.port
+    where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    if exc.errno in (errno.EADDRINUSE, errno.EACCES):
+        fix = "choose another port with --port or LOCK_MONITOR_PORT"
+    else:
+        fix = "check --listen-address or LOCK_MONITOR_LISTEN_ADDRESS"
+    return OperatorError(f"cannot listen on {where}: {exc.strerror or exc}; {fix}")
+
+
 def serve(
     redis: RedisSettings,
     scan: ScanSettings,
@@ -46,23 +59,31 @@ def serve(
         version=__version__,
         redis=redis.redacted(),
         scan=asdict(scan),
-        http=asdict(server_settings),
+        http=server_settings.redacted(),
     )
-    if redis.tls_insecure:
-        log.warning("tls_verification_disabled", target=redis.target())
 
     monitor = Monitor(redis, scan, log=log)
     registry = build_registry(lambda: monitor.state, redis.mode)
+    web = server_settings.web
     app = App(
-        lambda: monitor.state, monitor.is_alive, registry, redis.target(), redis.mode, scan.interval
+        lambda: monitor.state,
+        monitor.is_alive,
+        registry,
+        redis.target(),
+        redis.mode,
+        scan.interval,
+        stuck_threshold=scan.stuck_threshold,
+        history=monitor.history,
+        auth=BasicAuth(web.users) if web and web.users else None,
+        headers=web.headers if web else (),
     )
+    tls = None
+    if web and web.tls:
+        tls = ServerTls(web.tls, lambda error: log.warning("web_tls_reload_failed", error=error))
     try:
-        server = HttpServer(app, server_settings.listen_address, server_settings.port)
+        server = HttpServer(app, server_settings.listen_address, server_settings.port, tls)
     except OSError as exc:
-        raise OperatorError(
-            f"cannot listen on {server_settings.listen_address}:{server_settings.port}: "
-            f"{exc.strerror or exc}"
-        ) from None
+        raise listen_error(server_settings, exc) from None
 
     monitor.start()
     server.start()

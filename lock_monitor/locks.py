@@ -125,6 +125,7 @@ class PageVerdict(NamedTuple):
     stuck: int
     still_stuck: int  # stuck in the previous pass too
     without_ttl: int
+    first_seen: int  # aged from their first sighting: no timestamp in the value
     older: list[Lock]  # every lock older than the age asked for
     newly_stuck: list[tuple[int, float, Lock]]  # (fingerprint, start, lock): the first few
     newly_stuck_count: int
@@ -183,7 +184,7 @@ class LockTracker:
         repeated: list[int] = []
         older: list[tuple[int, float]] = []  # (index, start)
         newly: list[tuple[int, float, int]] = []  # (index, start, fingerprint)
-        stuck = still = newly_count = 0
+        stuck = still = newly_count = sighting_aged = 0
         for index, (key, value, stamp) in enumerate(zip(page.keys, values, stamps, strict=True)):
             print_ = hash((key, value)) & _FINGERPRINT_MASK
             shard = print_ >> _SHARD_SHIFT
@@ -196,6 +197,7 @@ class LockTracker:
                 sighted(print_)
             if stamp is None:
                 start = current[print_] = now if seen is None else seen
+                sighting_aged += 1
             else:
                 start, current[print_] = stamp, _IN_VALUE
             age = now - start
@@ -215,6 +217,7 @@ class LockTracker:
             stuck=stuck,
             still_stuck=still,
             without_ttl=pttls.count(-1) - [pttls[index] for index in repeated].count(-1),
+            first_seen=sighting_aged,
             older=[self._lock(page, index, start) for index, start in older],
             newly_stuck=[(fp, start, self._lock(page, index, start)) for index, start, fp in newly],
             newly_stuck_count=newly_count,

@@ -16,8 +16,15 @@ from prometheus_client.registry import Collector, CollectorRegistry
 
 from lock_monitor import __version__
 from lock_monitor.monitor import MonitorState
+from lock_monitor.snapshot import Snapshot
 
 FROM_LAST_PASS = "from the last successful pass"  # noqa: S105 (not a password)
+
+
+# A state in which every metric is known, so `describe` names them all.
+EVERY_METRIC_KNOWN = MonitorState(
+    redis_up=True, snapshot=Snapshot(0.0, 0.0, 0, 0, 0, 0, ()), nodes=(("node", True),)
+)
 
 
 class LockCollector(Collector):
@@ -33,7 +40,14 @@ class LockCollector(Collector):
         self._mode = mode
 
     def collect(self) -> Iterator[Metric]:
-        state = self._state()  # read once: every metric of a scrape comes from one state
+        return self._families(self._state())  # read once: a scrape comes from one state
+
+    def describe(self) -> list[Metric]:
+        """Every family a scrape may hold, by name: client_python's registry finds a collector
+        by these when a scrape asks for some (`/metrics?name[]=...`); without them it finds none."""
+        return list(self._families(EVERY_METRIC_KNOWN))
+
+    def _families(self, state: MonitorState) -> Iterator[Metric]:
         yield InfoMetricFamily(
             "lock_monitor_build",
             "lock-monitor version and Redis mode",
@@ -112,7 +126,8 @@ class LockCollector(Collector):
 
 def build_registry(state: Callable[[], MonitorState], mode: str) -> CollectorRegistry:
     """A registry of our own: our metrics and the process' own (memory, CPU, open files)."""
-    registry = CollectorRegistry(auto_describe=False)
+    # auto_describe: the process collector has no describe(); it is read once at registration.
+    registry = CollectorRegistry(auto_describe=True)
     registry.register(LockCollector(state, mode))
     ProcessCollector(registry=registry)  # the standard process_* metrics
     return registry

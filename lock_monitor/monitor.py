@@ -15,6 +15,7 @@ import structlog
 
 from lock_monitor.config import RedisSettings, ScanSettings
 from lock_monitor.connection import Target, connect
+from lock_monitor.history import History
 from lock_monitor.locks import LockTracker
 from lock_monitor.passes import NodeStatus, PassFailed, PassResult, describe_error, read_pass
 from lock_monitor.schedule import backoff_delay, paced_delay
@@ -51,13 +52,15 @@ class Monitor:
     A pass over a large keyspace takes far longer than a scrape may wait, so passes run on
     their own schedule and every scrape and page reads the last published `state`. The loop
     owns what must outlive a pass: the connection (kept, so a pass costs no reconnect), the
-    first sightings of locks, the keys stuck last time, and the count of failures in a row.
+    first sightings of locks, the stuck locks it named last time, and the count of failures
+    in a row.
     """
 
     redis: RedisSettings
     scan: ScanSettings
     connector: Callable[[RedisSettings], Target] = connect
     log: Any = field(default_factory=lambda: structlog.get_logger("lock_monitor"))
+    history: History = field(default_factory=History)  # the recent passes, for the page's charts
 
     def __post_init__(self) -> None:
         self.state = MonitorState(delay_seconds=self.scan.interval)
@@ -65,6 +68,7 @@ class Monitor:
         self._target: Target | None = None
         self._stuck = StuckMemory()  # the locks stuck in the last pass
         self._failures = 0
+        self._paced_on_wall_time = False  # logged once: the ACL refuses INFO
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="pass-loop", daemon=True)
 
@@ -123,8 +127,24 @@ class Monitor:
         self._failures = 0
         log_stuck_changes(self.log, result.stuck)
         self._stuck = result.stuck.remembered
+        if result.redis_seconds is None and not self._paced_on_wall_time:
+            self._paced_on_wall_time = True
+            self.log.info("pacing_on_wall_time", reason="INFO commandstats refused (no +info)")
+        snapshot = result.snapshot
+        self.history.record(
+            snapshot.completed_at,
+            {
+                "active": snapshot.active,
+                "stuck": snapshot.stuck,
+                "without_ttl": snapshot.without_ttl,
+                "oldest_age_seconds": snapshot.oldest_age_seconds,
+            },
+        )
         delay = paced_delay(
-            result.snapshot.duration_seconds, self.scan.interval, self.scan.max_redis_load
+            result.redis_seconds,
+            result.snapshot.duration_seconds,
+            self.scan.interval,
+            self.scan.max_redis_load,
         )
         self.state = replace(
             previous,

@@ -1,8 +1,8 @@
 """Reading one pass: every node once, into a snapshot, or a `PassFailed` naming what failed.
 
 The reader keeps nothing between passes: the caller hands in what it remembers (the tracker
-of first sightings, the keys stuck last time), so the daemon's loop and `lock-monitor locks`
-read the same way and only the loop publishes. The error wording lives here too, so a
+of first sightings, the stuck locks named last time), so the daemon's loop and `lock-monitor
+locks` read the same way and only the loop publishes. The error wording lives here too, so a
 failure reads the same in logs, pages and the CLI, with secrets scrubbed out.
 """
 
@@ -17,8 +17,9 @@ from redis.exceptions import AskError, ClusterCrossSlotError, ClusterDownError, 
 
 from lock_monitor.config import RedisSettings, ScanSettings
 from lock_monitor.connection import Target, describe_tls_error
+from lock_monitor.deadline import PassBudget
 from lock_monitor.locks import Lock, LockTracker
-from lock_monitor.scanner import read_pages
+from lock_monitor.scanner import command_seconds, read_pages
 from lock_monitor.snapshot import OLDEST_SHOWN, Snapshot, SnapshotBuilder
 from lock_monitor.stuck_log import STUCK_LOG_LIMIT, StuckLocks, StuckMemory
 
@@ -54,6 +55,9 @@ class PassResult:
     snapshot: Snapshot
     stuck: StuckLocks  # what the stuck-lock log needs: counts, the new ones in full
     nodes: NodeStatus  # every node, all read
+    # Redis' own time in the pass on its busiest node (INFO commandstats); None where INFO is
+    # refused. Waiting on a stalled, paused or distant Redis is not in it: pacing counts this.
+    redis_seconds: float | None = None
 
 
 def describe_error(exc: BaseException, settings: RedisSettings) -> str:
@@ -80,16 +84,20 @@ def read_pass(
     is handed every lock as it is read, a page at a time, unsorted.
     """
     started = time.monotonic()
+    budget = PassBudget(scan.deadline_seconds)
     settings = target.settings
     cluster = settings.mode == "cluster"
     builder = SnapshotBuilder(keep_oldest=keep_oldest)
     stuck = StuckLocks(previously_stuck)
     failures: dict[str, str] = {}
     nodes: list[tuple[str, bool]] = []
+    redis_seconds: list[float | None] = []
     try:
         for name, client in target.nodes():
             try:
-                for page in read_pages(client, scan.pattern, scan.count, cluster):
+                budget.check()
+                before = command_seconds(client, budget)
+                for page in read_pages(client, scan.pattern, scan.count, cluster, budget):
                     older_than = -math.inf if each else builder.older_than()
                     wanted = STUCK_LOG_LIMIT - len(stuck.new)
                     verdict = tracker.add_page(page, name, older_than, wanted)
@@ -98,8 +106,9 @@ def read_pass(
                     builder.add(verdict)
                     builder.keys_scanned += verdict.active + page.released
                     stuck.add(verdict, name)
+                redis_seconds.append(_spent(before, command_seconds(client, budget)))
             except Exception as exc:  # any node failing fails the pass, after trying all
-                failures[name] = describe_error(exc, settings)
+                failures[name] = budget.exceeded or describe_error(exc, settings)
             nodes.append((name, name not in failures))
     except Exception as exc:  # the topology itself could not be read
         failures["topology"] = describe_error(exc, settings)
@@ -108,4 +117,11 @@ def read_pass(
         raise PassFailed(failures, tuple(nodes))
     stuck.finish(tracker.finish_pass())
     snapshot = builder.build(time.time(), time.monotonic() - started)
-    return PassResult(snapshot, stuck, tuple(nodes))
+    known = [seconds for seconds in redis_seconds if seconds is not None]
+    busiest = max(known, default=0.0) if len(known) == len(redis_seconds) else None
+    return PassResult(snapshot, stuck, tuple(nodes), busiest)
+
+
+def _spent(before: float | None, after: float | None) -> float | None:
+    """Redis' time between two readings (0 if its counters were reset meanwhile)."""
+    return None if before is None or after is None else max(0.0, after - before)

@@ -14,20 +14,25 @@ COUNT, GETRANGE, PTTL, TYPE and one EXISTS of two keys only.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator, Sequence
 from itertools import islice
 from typing import Any, NamedTuple
 
 import redis
+from redis._parsers.helpers import parse_info
 from redis._parsers.hiredis import NOT_ENOUGH_DATA
 from redis.crc import key_slot
 from redis.exceptions import ResponseError
 
+from lock_monitor.deadline import PassBudget
 from lock_monitor.locks import VALUE_PREFIX
 
 # A PTTL of -2 means the key went away between SCAN and the read: released, not a lock.
 _GONE = -2
 _PLAIN_REPLIES = {bytes, int, list}
+# Every command a pass sends: Redis' time in them is what pacing counts (see command_seconds).
+PASS_COMMANDS = ("scan", "getrange", "pttl", "type", "exists", "time")
 
 
 class Page(NamedTuple):
@@ -160,7 +165,11 @@ def _not_a_string(value: Any) -> bool:
 
 
 def read_pages(
-    client: redis.Redis, pattern: str, count: int, cluster: bool = False
+    client: redis.Redis,
+    pattern: str,
+    count: int,
+    cluster: bool = False,
+    budget: PassBudget | None = None,
 ) -> Iterator[Page]:
     """Yield the locks on `client` matching `pattern`, a page at a time.
 
@@ -168,45 +177,80 @@ def read_pages(
     the pages drops. GETRANGE refuses keys that are not strings; those get a TYPE in a
     later round trip and come in a page of their own. `cluster`: `client` is one node of a
     Redis Cluster; when it is not, one EXISTS across two hash slots makes sure it is not a
-    Cluster node either, which would answer only for its own share of the keys.
+    Cluster node either, which would answer only for its own share of the keys. `budget`:
+    the pass's limits.
     """
+    with held_connection(client, budget) as connection:
+        yield from _read_pages(connection, pattern, count, not cluster, budget)
+
+
+@contextlib.contextmanager
+def held_connection(client: redis.Redis, budget: PassBudget | None) -> Iterator[Any]:
+    """One connection of `client`'s pool for a run of round trips, hung up on at the pass's
+    deadline, and never reused after an error: replies may be left unread on it."""
     pool = client.connection_pool
     connection: Any = pool.get_connection()
     try:
-        yield from _read_pages(connection, pattern, count, probe=not cluster)
+        with budget.watching(connection._sock) if budget else contextlib.nullcontext():
+            yield connection
     except BaseException:
-        connection.disconnect()  # replies may be left unread: never reuse this connection
+        connection.disconnect()
         raise
     finally:
         pool.release(connection)
 
 
-def _read_pages(connection: Any, pattern: str, count: int, probe: bool) -> Iterator[Page]:
+def command_seconds(client: redis.Redis, budget: PassBudget | None = None) -> float | None:
+    """Redis' own time so far in the commands a pass sends (INFO commandstats), or None where
+    the ACL refuses INFO. The counters are server-wide: other clients' SCANs count too, so a
+    difference of two readings errs high, never low."""
+    with held_connection(client, budget) as connection:
+        if budget:
+            budget.check()
+        connection.send_command("INFO", "commandstats")
+        try:
+            stats = parse_info(connection.read_response())  # type: ignore[no-untyped-call]
+        except redis.ResponseError:  # NOPERM: the user lacks +info
+            return None
+    usec = sum(stats.get(f"cmdstat_{name}", {}).get("usec", 0) for name in PASS_COMMANDS)
+    return float(usec) / 1_000_000
+
+
+def _read_pages(
+    connection: Any, pattern: str, count: int, probe: bool, budget: PassBudget | None
+) -> Iterator[Page]:
     """The page reader. Each round trip asks for the next page and reads the keys of the
     page before, so reading the locks adds no round trip to the SCAN itself. Two round
     trips are in flight: the next is sent as soon as this one's SCAN reply is in, so Redis
     never waits for the client; and the pages are handed over while Redis works, so
     classifying them costs no wall time either. The first round trip also reads Redis'
-    clock, the reference for ages.
+    clock, the reference for ages. The pass's deadline is checked before each round trip.
     """
 
     def scan(cursor: int | None) -> tuple[Any, ...] | None:
         return None if cursor is None else ("SCAN", cursor, "MATCH", pattern, "COUNT", count)
 
-    trip: _RoundTrip | None = _RoundTrip(connection, scan(0), [], [], clock=True)
+    def send(*args: Any, **kwargs: Any) -> _RoundTrip:
+        if budget:
+            budget.check()
+        return _RoundTrip(connection, *args, **kwargs)
+
+    trip: _RoundTrip | None = send(scan(0), [], [], clock=True)
     untyped: list[tuple[bytes, int]] = []  # non-string locks waiting for their TYPE
     now = 0.0
     while trip is not None:
         clock, cursor, keys = trip.read_head()
         now = now if clock is None else clock
+        if budget and trip.scan:
+            budget.count_page(len(keys))
         following = None
         if cursor is not None or keys or untyped:
             pair = _two_slots(keys) if probe else ()
             probe = probe and not pair
-            following = _RoundTrip(connection, scan(cursor), keys, untyped, probe=pair)
+            following = send(scan(cursor), keys, untyped, probe=pair)
         pages, untyped = trip.read_reads(now)
         if following is None and untyped:
-            following, untyped = _RoundTrip(connection, None, [], untyped), []
+            following, untyped = send(None, [], untyped), []
         # These pages are classified while Redis works on the following round trip.
         yield from pages
         trip = following

@@ -1,25 +1,33 @@
 """When the next pass runs: pure arithmetic, so the bounds on Redis' load can be tested alone.
 
-After a good pass the wait is the interval, stretched when passes are long so the monitor's
-share of Redis' time stays under --max-redis-load. After a failed pass the wait backs off
-exponentially, with jitter, so a fleet of monitors does not hammer a Redis that is coming back.
+After a good pass the wait is the interval, stretched (up to a cap) when passes cost Redis much
+of its time, so the monitor's share stays under --max-redis-load. After a failed pass the wait
+backs off exponentially, with jitter, so a fleet of monitors does not hammer a Redis that is
+coming back.
 """
 
 from __future__ import annotations
 
 import random
 
+from lock_monitor.config import MAX_PACED_WAIT_SECONDS
+
 BACKOFF_CAP_SECONDS = 30.0
 
 
-def paced_delay(duration: float, interval: float, max_redis_load: float) -> float:
-    """The wait after a pass that took `duration` seconds.
+def paced_delay(
+    redis_seconds: float | None, wall_seconds: float, interval: float, max_redis_load: float
+) -> float:
+    """The wait after a pass that took `wall_seconds`, of which Redis itself spent
+    `redis_seconds` (None when unknown: then the wall time stands in, an upper bound).
 
-    The pass's wall time stands in for the time Redis spent on it (an upper bound), so the
-    monitor's share of Redis is at most duration / (duration + wait).
+    Stretched so that Redis' share, redis_seconds / (wall_seconds + wait), stays within
+    `max_redis_load`, but never beyond MAX_PACED_WAIT_SECONDS (or the interval, if longer):
+    a longer wait would let LockMonitorStale fire on a healthy monitor.
     """
-    needed = duration * (1.0 - max_redis_load) / max_redis_load if max_redis_load < 1.0 else 0.0
-    return max(interval, needed)
+    work = wall_seconds if redis_seconds is None else redis_seconds
+    needed = work / max_redis_load - wall_seconds if max_redis_load < 1.0 else 0.0
+    return max(interval, min(needed, MAX_PACED_WAIT_SECONDS))
 
 
 def backoff_ceiling(failures: int, interval: float) -> float:

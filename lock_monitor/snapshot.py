@@ -26,6 +26,7 @@ class Snapshot:
     stuck: int
     without_ttl: int
     oldest: tuple[Lock, ...]  # by age, oldest first
+    first_seen: int = 0  # locks aged from their first sighting (no timestamp in the value)
 
     @property
     def oldest_age_seconds(self) -> float:
@@ -41,6 +42,7 @@ class SnapshotBuilder:
     active: int = 0
     stuck: int = 0
     without_ttl: int = 0
+    first_seen: int = 0
     _heap: list[tuple[float, int, Lock]] = field(default_factory=list)
     _added: int = 0
 
@@ -54,6 +56,7 @@ class SnapshotBuilder:
         self.active += verdict.active
         self.stuck += verdict.stuck
         self.without_ttl += verdict.without_ttl
+        self.first_seen += verdict.first_seen
         self.keep(verdict.older)
 
     def keep(self, locks: Iterable[Lock]) -> None:
@@ -75,4 +78,5 @@ class SnapshotBuilder:
             stuck=self.stuck,
             without_ttl=self.without_ttl,
             oldest=oldest,
+            first_seen=self.first_seen,
         )

@@ -2,20 +2,69 @@
 
 `/locks` and `lock-monitor locks --json` print the document itself; the table (`locks`) and
 the page (`/`) are rendered from it, so the three never disagree on a field or a spelling.
-Keys and values were already made printable and bounded by `locks.display`; the page
-escapes them as well.
+Keys and values arrive bounded by `locks.display` but may hold any character: every human
+view passes its text through `printable` (the page then HTML-escapes it); JSON stays exact.
 """
 
 from __future__ import annotations
 
 import html
+import shlex
 from collections.abc import Sequence
 from typing import Any
+from urllib.parse import urlsplit
 
-from lock_monitor.locks import Lock
+from lock_monitor.charts import charts
+from lock_monitor.history import Series, Window
+from lock_monitor.locks import VALUE_DISPLAY_LIMIT, Lock
 from lock_monitor.monitor import MonitorState
 
 NO_TTL = "never"  # how a lock without a TTL reads wherever a person reads it
+_SHORT_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+UNKNOWN = "unknown"  # an age one pass cannot know: no timestamp in the value
+UNKNOWN_AGE_WHY = (
+    "their values hold no timestamp, so one pass cannot tell their age; "
+    "the daemon can: lock-monitor locks --from http://HOST:9150"
+)
+
+
+def printable(text: str) -> str:
+    """`text` with every control or invisible format character shown as an escape (`\\x1b`,
+    `\\n`, `\\u202e`), for terminals and pages: data from Redis must not clear a screen, set a
+    window title, draw fake rows or reverse text. The one function for all human output."""
+    if text.isprintable():
+        return text
+    return "".join(char if char.isprintable() else _escape(char) for char in text)
+
+
+def _escape(char: str) -> str:
+    code = ord(char)
+    if char in _SHORT_ESCAPES:
+        return _SHORT_ESCAPES[char]
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
+
+
+def _html_text(text: str) -> str:
+    """Text for the page: printable, then HTML-escaped."""
+    return html.escape(printable(text))
+
+
+def holder(lock: Lock) -> str | None:
+    """Who holds it, from a `<epoch>:<holder>` value; None when the value says nothing."""
+    if lock.age_source != "value":
+        return None
+    return lock.value.partition(":")[2] or None
+
+
+def lock_entry(lock: Lock, one_pass: bool) -> dict[str, Any]:
+    """A lock in the document. One pass has never seen a lock before, so an age from first
+    sight would read 0: it is unknown (null), and so is whether the lock is stuck."""
+    entry = lock._asdict() | {"holder": holder(lock)}
+    if one_pass and lock.age_source == "first_seen":
+        entry |= {"age_seconds": None, "age_source": UNKNOWN, "stuck": None}
+    return entry
 
 
 def status_document(
@@ -25,9 +74,12 @@ def status_document(
     now: float,
     locks: Sequence[Lock] | None = None,
     one_pass: bool = False,
+    *,
+    stuck_threshold: float,
 ) -> dict[str, Any]:
     """The document (its schema is in the docs): `locks` defaults to the snapshot's oldest;
-    `one_pass` is for `lock-monitor locks`, which has no next pass to wait for."""
+    `one_pass` is for `lock-monitor locks`, which has no next pass to wait for and no
+    memory of earlier sightings."""
     snapshot = state.snapshot
     if locks is None:
         locks = () if snapshot is None else snapshot.oldest
@@ -47,10 +99,12 @@ def status_document(
             "active": snapshot.active,
             "stuck": snapshot.stuck,
             "without_ttl": snapshot.without_ttl,
+            "unknown_age": snapshot.first_seen if one_pass else 0,
         },
+        "stuck_threshold_seconds": stuck_threshold,
         "next_pass_delay_seconds": None if one_pass else round(state.delay_seconds, 3),
         "pacing_active": state.paced,
-        "locks": [lock._asdict() for lock in locks],
+        "locks": [lock_entry(lock, one_pass) for lock in locks],
     }
 
 
@@ -59,18 +113,32 @@ def seconds(value: float | None) -> str:
     return NO_TTL if value is None else f"{value:.1f}s"
 
 
+def age(lock: dict[str, Any]) -> str:
+    return UNKNOWN if lock["age_seconds"] is None else seconds(lock["age_seconds"])
+
+
+def stuck_word(lock: dict[str, Any]) -> str:
+    return "?" if lock["stuck"] is None else "yes" if lock["stuck"] else "no"
+
+
+def stuck_first(locks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Stuck locks, then the others, each group in its order (oldest first)."""
+    return sorted(locks, key=lambda lock: lock["stuck"] is not True)
+
+
 def lock_table(document: dict[str, Any]) -> str:
-    """The locks as aligned columns (the value last: it may be long), then the counts."""
+    """The locks as aligned columns (the value last: it may be long), stuck ones first, then
+    the counts, and why some ages are unknown when they are."""
     header = ("KEY", "AGE", "TTL", "STUCK", "VALUE")
     lines = [header] + [
         (
-            lock["key"],
-            seconds(lock["age_seconds"]),
+            printable(lock["key"]),
+            age(lock),
             seconds(lock["ttl_seconds"]),
-            "yes" if lock["stuck"] else "no",
-            lock["value"],
+            stuck_word(lock),
+            printable(lock["value"]),
         )
-        for lock in document["locks"]
+        for lock in stuck_first(document["locks"])
     ]
     widths = [max(len(line[i]) for line in lines) for i in range(len(header) - 1)]
     rows = [
@@ -82,54 +150,213 @@ def lock_table(document: dict[str, Any]) -> str:
     last = document["pass"]
     summary = (
         f"{last['active']} active, {last['stuck']} stuck, {last['without_ttl']} without TTL "
-        f"({document['target']})"
+        f"({printable(document['target'])})"
     )
-    return "\n".join([*rows, summary])
+    unknown = last.get("unknown_age", 0)
+    why = [f"{unknown} of unknown age: {UNKNOWN_AGE_WHY}"] if unknown else []
+    return "\n".join([*rows, summary, *why])
 
 
-def status_page(document: dict[str, Any]) -> str:
-    """The page at `/`: health, the last pass, the oldest locks; everything shown is escaped."""
-    esc = html.escape
-    last = document["pass"]
-    rows = "".join(
-        f"<tr><td>{esc(lock['key'])}</td><td>{seconds(lock['age_seconds'])}</td>"
-        f"<td>{seconds(lock['ttl_seconds'])}</td><td>{'yes' if lock['stuck'] else ''}</td>"
-        f"<td>{esc(lock['value'])}</td></tr>"
-        for lock in document["locks"]
-    )
-    if last is None:
-        summary = "<p>No successful pass yet.</p>"
+# --- the status page -------------------------------------------------------------------------
+
+# The page's own copy of the exporter's policy (a <meta> cannot carry frame-ancestors): the
+# page must keep working under it, with its script and style as files of this origin.
+PAGE_POLICY = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; base-uri 'none'; form-action 'self'"
+)
+READ_COMMANDS = {"string": "GET", "hash": "HGETALL"}  # to read a lock; any other type: TYPE
+
+
+def inspect_command(document: dict[str, Any], lock: dict[str, Any]) -> str | None:
+    """A `redis-cli` command that reads (never deletes) the lock, quoted for a POSIX shell;
+    None when the key as shown is not exactly the key in Redis (cut, or with bytes escaped)."""
+    key = lock["key"]
+    if "\\" in key or len(key) > VALUE_DISPLAY_LIMIT or not key.isprintable():
+        return None
+    if document["mode"] == "sentinel":
+        if not document["nodes"]:
+            return None
+        host, _, port = document["nodes"][0]["node"].rpartition(":")
+        where = ["-h", host, "-p", port]
     else:
-        summary = (
-            f"<p>Last successful pass {last['seconds_ago']:.1f}s ago, took "
-            f"{last['duration_seconds'] * 1000:.1f} ms over {last['keys_scanned']} keys.</p>"
-            f"<p><b>{last['active']}</b> active, <b>{last['stuck']}</b> stuck, "
-            f"<b>{last['without_ttl']}</b> without TTL.</p>"
+        url = urlsplit(document["target"])
+        user, _, hostport = url.netloc.rpartition("@")
+        where = ["-u", url._replace(netloc=hostport).geturl()]
+        where += ["--user", user, "--askpass"] if user else []
+        where += ["-c"] if document["mode"] == "cluster" else []
+    command = READ_COMMANDS.get(lock["kind"], "TYPE")
+    return shlex.join(["redis-cli", *where, command, key])
+
+
+def ago(seconds_ago: float) -> str:
+    """How long ago, in words a glance reads (the page's script keeps it counting)."""
+    if seconds_ago < 120:
+        return f"{max(seconds_ago, 0):.0f} s"
+    if seconds_ago < 7200:
+        return f"{seconds_ago / 60:.0f} min"
+    return f"{seconds_ago / 3600:.1f} h"
+
+
+def _ago(seconds_ago: float) -> str:
+    return f'<span class="ago" data-ago="{seconds_ago:.3f}">{ago(seconds_ago)}</span>'
+
+
+def _status(document: dict[str, Any]) -> str:
+    """Redis' health and how old the data is; when Redis is down, that the data is old."""
+    last, up = document["pass"], document["redis_up"]
+    error = _html_text(document["last_error"] or "")
+    if up is None:
+        text, state = "Waiting for the first pass.", "waiting"
+    elif up:
+        text, state = f"Redis up. Data from the pass {_ago(last['seconds_ago'])} ago.", "up"
+    elif last is None:
+        text = f"<strong>Redis cannot be read</strong>: {error}. No pass has succeeded yet."
+        state = "down"
+    else:
+        text = (
+            f"<strong>Redis cannot be read</strong>: {error}. Below is the last good data, "
+            f"from {_ago(last['seconds_ago'])} ago: <strong>not the current state</strong>."
         )
-    health = "up" if document["redis_up"] else "DOWN"
-    error = f"<p>Last error: {esc(document['last_error'])}</p>" if document["last_error"] else ""
+        state = "down"
+    return f'<p id="status" class="status {state}" data-live role="status">{text}</p>'
+
+
+def _counts(document: dict[str, Any]) -> str:
+    last = document["pass"]
+    if last is None:
+        return ""
+    oldest = max((lock["age_seconds"] or 0.0 for lock in document["locks"]), default=0.0)
+    tiles = [
+        ("active", "active", last["active"]),
+        ("stuck", "stuck alert" if last["stuck"] else "stuck", last["stuck"]),
+        ("without TTL", "without-ttl", last["without_ttl"]),
+        ("oldest age", "oldest", seconds(oldest)),
+    ]
+    return "".join(
+        f'<div class="tile {css}" data-count="{label}"><b>{value}</b> <span>{label}</span></div>'
+        for label, css, value in tiles
+    )
+
+
+def _age_cell(document: dict[str, Any], lock: dict[str, Any]) -> str:
+    """The age, with a bar against the stuck threshold (red past it)."""
+    if lock["age_seconds"] is None:
+        return UNKNOWN
+    threshold = document["stuck_threshold_seconds"]
+    bar = (
+        f'<meter min="0" max="{max(threshold * 2, 1):g}" low="{threshold / 2:g}" '
+        f'high="{threshold:g}" '
+        f'optimum="0" value="{lock["age_seconds"]:.1f}"></meter>'
+    )
+    since = (
+        ' <span class="hint">since first seen</span>' if lock["age_source"] == "first_seen" else ""
+    )
+    return f"{bar} {seconds(lock['age_seconds'])}{since}"
+
+
+def _row(document: dict[str, Any], lock: dict[str, Any]) -> str:
+    esc = _html_text
+    command = inspect_command(document, lock)
+    cells = [
+        ("Key", f'<code class="key">{esc(lock["key"])}</code>'),
+        ("Holder", esc(lock["holder"] or "—")),
+        ("Age", _age_cell(document, lock)),
+        ("TTL", seconds(lock["ttl_seconds"])),
+        ("Value", f'<span class="value">{esc(lock["value"])}</span>'),
+        (
+            "Inspect",
+            f'<code class="cmd">{esc(command)}</code>'
+            if command
+            else '<span class="hint">key not shown exactly</span>',
+        ),
+    ]
+    tds = "".join(f'<td data-label="{name}">{cell}</td>' for name, cell in cells)
+    css = ' class="stuck"' if lock["stuck"] else ""
+    return f'<tr{css} data-key="{esc(lock["key"])}">{tds}</tr>'
+
+
+def _table(document: dict[str, Any]) -> str:
+    """Stuck locks first (highlighted), then the rest, each group oldest first."""
+    if not document["locks"]:
+        return '<p class="empty">No locks held.</p>' if document["pass"] else ""
+    ordered = stuck_first(document["locks"])
+    heads = "".join(f"<th>{name}</th>" for name in ("Key", "Holder", "Age", "TTL", "Value"))
+    return (
+        f"<table><thead><tr>{heads}<th>Inspect (read-only)</th></tr></thead><tbody>"
+        + "".join(_row(document, lock) for lock in ordered)
+        + "</tbody></table>"
+    )
+
+
+def _details(document: dict[str, Any]) -> str:
+    esc = _html_text
+    last, parts = document["pass"], []
+    if last is not None:
+        parts.append(
+            f"<p>The last successful pass took {last['duration_seconds'] * 1000:.1f} ms over "
+            f"{last['keys_scanned']} keys; stuck means held longer than "
+            f"{document['stuck_threshold_seconds']:g} s.</p>"
+        )
+    if document["pacing_active"]:
+        parts.append(
+            f"<p>Pacing: passes are long, so the wait is stretched to "
+            f"{document['next_pass_delay_seconds']:.1f}s to bound the load on Redis.</p>"
+        )
     nodes = "".join(
         f"<li>{esc(n['node'])}: {'up' if n['up'] else 'DOWN'}</li>" for n in document["nodes"]
     )
     if nodes:
-        nodes = f"<p>Read in the last pass ({esc(document['mode'])}):</p><ul>{nodes}</ul>"
-    pacing = (
-        f"<p>Pacing: passes are long, so the wait is stretched to "
-        f"{document['next_pass_delay_seconds']:.1f}s to bound the load on Redis.</p>"
-        if document["pacing_active"]
-        else ""
-    )
+        parts.append(f"<p>Read in the last pass ({esc(document['mode'])}):</p><ul>{nodes}</ul>")
+    return "".join(parts)
+
+
+def status_page(
+    document: dict[str, Any],
+    window: Window | None = None,
+    series: Sequence[Series] = (),
+    refresh_seconds: float = 5.0,
+) -> str:
+    """The page at `/`: complete without JavaScript; its script (static/page.js) refreshes
+    the `data-live` parts in place and filters the table. Everything shown is escaped."""
+    esc = _html_text
+    last, up = document["pass"], document["redis_up"]
+    stale = " stale" if up is False else ""
+    if up is False:
+        title = "Redis DOWN"
+    elif last is None:
+        title = "waiting"
+    else:
+        title = f"{last['stuck']} stuck, {last['active']} active"
+    drawn = charts(window, series, document["stuck_threshold_seconds"]) if window else ""
+    caption = ""
+    if last is not None:
+        shown, active = len(document["locks"]), last["active"]
+        every = f"all {shown} locks" if shown == active else f"the {shown} oldest of {active} locks"
+        caption = f'<p class="caption">{every}, stuck first</p>'
     return f"""<!doctype html>
-<html><head><meta charset="utf-8"><title>lock-monitor</title>
-<style>body{{font-family:sans-serif;margin:2em}}td,th{{padding:2px 10px;text-align:left}}</style>
-</head><body>
-<h1>lock-monitor</h1>
-<p>Target: {esc(document["target"])} ({esc(document["mode"])}), Redis {health}</p>
-{error}{nodes}{summary}{pacing}
-<h2>Oldest locks</h2>
-<table><tr><th>Key</th><th>Age</th><th>TTL</th><th>Stuck</th><th>Holder value</th></tr>
-{rows}</table>
-<p><a href="/metrics">/metrics</a> · <a href="/locks">/locks</a> · <a href="/healthz">/healthz</a>
-· <a href="/readyz">/readyz</a></p>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<meta http-equiv="Content-Security-Policy" content="{PAGE_POLICY}">
+<link rel="icon" href="data:,">
+<title>lock-monitor: {title}</title>
+<link rel="stylesheet" href="/static/page.css">
+<script src="/static/page.js" defer></script>
+</head><body data-refresh="{refresh_seconds:g}">
+<header><h1>lock-monitor</h1>
+<p class="target">{esc(document["target"])} ({esc(document["mode"])})</p></header>
+{_status(document)}
+<p id="exporter" class="status down" hidden></p>
+<section id="counts" class="counts{stale}" data-live>{_counts(document)}</section>
+<section id="charts" class="charts{stale}" data-live>{drawn}</section>
+<h2>Locks</h2>
+<p class="filter" hidden><label>Filter by key <input id="filter" type="search"
+ autocomplete="off" placeholder="part of a key"></label> <span id="shown"></span></p>
+<section id="locks" class="locks{stale}" data-live>{caption}
+{_table(document)}</section>
+<section id="details" class="details" data-live>{_details(document)}</section>
+<noscript><p>Reload the page for newer data.</p></noscript>
+<footer><a href="/metrics">/metrics</a> · <a href="/locks">/locks</a> (JSON) ·
+<a href="/healthz">/healthz</a> · <a href="/readyz">/readyz</a></footer>
 </body></html>
 """

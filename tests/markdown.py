@@ -15,11 +15,14 @@ from tests.servers import ROOT
 DOCS = ROOT / "docs"
 ALERTS_DOC = DOCS / "alerts.md"
 CONFIGURATION_DOC = DOCS / "configuration.md"
+LOCK_LIBRARIES_DOC = DOCS / "lock-libraries.md"
 
 _FENCE = re.compile(r"^\s*(```|~~~)")
 _HEADING = re.compile(r"^(#{1,6})\s+(.*?)\s*#*\s*$")
 _CODE_SPAN = re.compile(r"(`+)(.+?)\1")
-_INLINE_LINK = re.compile(r'!?\[[^\]]*\]\(\s*<?([^)\s>]*)>?(?:\s+"[^"]*")?\s*\)')
+_TARGET = r'\(\s*<?([^)\s>]*)>?(?:\s+"[^"]*")?\s*\)'  # (target "title")
+_INLINE_LINK = re.compile(r"!?\[[^\]]*\]" + _TARGET)
+_IMAGE = re.compile(r"!\[[^\]]*\]" + _TARGET)
 _REFERENCE_LINK = re.compile(r"^\s*\[[^\]]+\]:\s*<?(\S+?)>?(?:\s|$)")
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
 
@@ -73,11 +76,25 @@ def section(path: Path, title: str, level: int = 2) -> str:
     return match.group(1)
 
 
+def table(text: str) -> list[dict[str, str]]:
+    """The first markdown table in `text`: one dict per row, keyed by the header cells."""
+    rows = [line for line in prose_lines(text) if line.startswith("|")]
+    assert len(rows) > 2, "no table"
+
+    def cells(line: str) -> list[str]:
+        return [cell.strip() for cell in line.strip().strip("|").split("|")]
+
+    header = cells(rows[0])
+    return [dict(zip(header, cells(line), strict=True)) for line in rows[2:]]
+
+
 def link_targets(text: str) -> list[str]:
     """The targets of inline and reference links outside code (blocks and spans)."""
     targets = []
     for line in prose_lines(text):
         line = _CODE_SPAN.sub("code", line)
+        targets += [m.group(1) for m in _IMAGE.finditer(line)]
+        line = _IMAGE.sub("image", line)  # an image as a link's text: the link counts too
         targets += [m.group(1) for m in _INLINE_LINK.finditer(line)]
         reference = _REFERENCE_LINK.match(line)
         if reference:

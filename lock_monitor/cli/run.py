@@ -5,11 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import click
-import structlog
 
-from lock_monitor import logs
 from lock_monitor.cli.options import (
-    FiniteFloat,
+    LISTEN_ADDRESS,
+    WEB_CONFIG_FILE,
     interval_option,
     log_options,
     option,
@@ -18,8 +17,11 @@ from lock_monitor.cli.options import (
     redis_settings,
     scan_options,
     scan_settings,
+    server_settings,
+    start_logging,
 )
-from lock_monitor.config import ScanSettings, ServerSettings
+from lock_monitor.cli.validation import FiniteFloat
+from lock_monitor.config import DEFAULT_INTERVAL, DEFAULT_MAX_REDIS_LOAD
 from lock_monitor.daemon import serve, stop_on_signals
 
 MODE_EXAMPLES = """\b
@@ -35,25 +37,19 @@ Examples, one per mode:
 @click.command(epilog=MODE_EXAMPLES)
 @redis_options
 @scan_options
-@interval_option(ScanSettings.interval)
+@interval_option(DEFAULT_INTERVAL)
 @option(
     "--max-redis-load",
     type=FiniteFloat(min=0, max=1, min_open=True),
-    default=0.05,
+    default=DEFAULT_MAX_REDIS_LOAD,
     help="Largest share of Redis' time the passes may take; long passes stretch the wait.",
 )
-@option("--listen-address", default="0.0.0.0", help="Address to serve HTTP on.")
+@LISTEN_ADDRESS
 @port_option
+@WEB_CONFIG_FILE
 @log_options
 def run(**params: Any) -> None:
     """Run the exporter: scan the locks in the background and serve the results."""
-    logs.configure(params["log_level"].lower(), params["log_format"])
-    log = structlog.get_logger("lock_monitor")
-    stop = stop_on_signals(log)
-    serve(
-        redis_settings(params),
-        scan_settings(params),
-        ServerSettings(params["listen_address"], params["port"]),
-        log,
-        stop,
-    )
+    log = start_logging(params)  # first: building the settings may log a warning
+    redis, scan, server = redis_settings(params), scan_settings(params), server_settings(params)
+    serve(redis, scan, server, log, stop_on_signals(log))

@@ -13,6 +13,7 @@ from tests.deploy.helpers import (
     DEPLOY,
     load_yaml,
     promtool,
+    rule_generator,
     unknown_monitor_env,
 )
 from tests.servers import ROOT
@@ -74,8 +75,14 @@ def test_prometheus_loads_the_rules_and_its_config_is_valid(services: dict[str, 
     assert files["/etc/prometheus/alerts.yml"] == ALERTS
     assert load_yaml(config)["rule_files"] == ["alerts.yml"]
     jobs = {job["job_name"]: job for job in load_yaml(config)["scrape_configs"]}
-    assert jobs["lock-monitor"]["static_configs"] == [{"targets": ["lock-monitor:9150"]}]
-    assert jobs["redis-exporter"]["static_configs"] == [{"targets": ["redis-exporter:9121"]}]
+    generator = rule_generator()
+    labels = {"namespace": generator.NAMESPACE}  # the rules select this stack's series by it
+    for name, target in [
+        ("lock_monitor", "lock-monitor:9150"),
+        ("redis_exporter", "redis-exporter:9121"),
+    ]:
+        job = generator.JOBS[name]
+        assert jobs[job]["static_configs"] == [{"targets": [target], "labels": labels}]
     assert "SUCCESS" in promtool("check", "config", str(config))
 
 

@@ -67,6 +67,15 @@ def test_the_checker_finds_a_broken_file_or_anchor(tmp_path: Path) -> None:
     assert anchors(page) == {"page"}
 
 
+def test_an_image_that_is_a_link_counts_both() -> None:
+    assert link_targets("[![shot](docs/a.png)](docs/a.md) ![b](b.png) [c](c.md)") == [
+        "docs/a.png",
+        "b.png",
+        "docs/a.md",
+        "c.md",
+    ]
+
+
 def test_a_section_ends_at_the_next_heading_of_its_level(tmp_path: Path) -> None:
     page = tmp_path / "page.md"
     page.write_text("# T\n\n## A\n\none\n\n### A.1\n\ntwo\n\n## B\n\nthree\n")

@@ -27,7 +27,7 @@ THRESHOLDS: dict[str, list[float]] = {
     "Redis Memory Usage": [0.7, 0.8],
     "Lock Contention Rate": [5, 10],
     "Appointment Queue Length": [100],
-    "Backup Status": [1],
+    "Backup Status": [26 * 3600],  # seconds since the last success; alert BackupTooOld
     "Active Locks": [],
     "Stuck Locks": [1, 6],
 }
@@ -86,6 +86,17 @@ def test_every_query_uses_only_documented_metrics(dashboard: dict[str, Any]) -> 
         assert names, f"{title}: no metric found in {expr}"
         missing = {m for m in names if not documented(m, table)}
         assert not missing, f"{title}: not in docs/alerts.md's metrics table: {missing}"
+
+
+def test_backup_status_is_the_age_of_each_cronjobs_last_success(dashboard: dict[str, Any]) -> None:
+    """Failed pods of a run that succeeded on a retry are no failure; a missing run is."""
+    [panel] = [p for p in dashboard["panels"] if p["title"] == "Backup Status"]
+    [target] = panel["targets"]
+    assert metric_names(target["expr"]) == {"kube_cronjob_status_last_successful_time"}
+    assert target["expr"].startswith("time() - max by (namespace, cronjob) (")
+    assert 'cronjob=~"redis-backup|db-backup"' in target["expr"]
+    assert "{{cronjob}}" in target["legendFormat"]
+    assert panel["fieldConfig"]["defaults"]["unit"] == "s"
 
 
 def test_provisioning_loads_the_dashboards_directory() -> None:

@@ -7,72 +7,45 @@ these tests fail when a manifest drifts from it.
 from __future__ import annotations
 
 import json
-import subprocess
 import tomllib
-from typing import Any
 
 import kubernetes_validate
 import pytest
 import yaml
 
-from tests.deploy.helpers import unknown_monitor_env
-from tests.servers import ROOT, require_binary
+from tests.deploy.helpers import (
+    K8S,
+    Resource,
+    container,
+    env_of,
+    find,
+    kustomize,
+    secret_ref,
+    unknown_monitor_env,
+)
+from tests.servers import ROOT
 
 K8S_VERSION = "1.30.0"
+EXAMPLE_SECRETS = ("secret.example.yaml", "redis-acl.example.yaml")  # not applied by -k
 CUSTOM_KINDS = {
     ("monitoring.coreos.com/v1", "ServiceMonitor"),
     ("monitoring.coreos.com/v1", "PrometheusRule"),
 }
-Resource = dict[str, Any]
 
 
-@pytest.fixture(scope="module")
-def rendered() -> list[Resource]:
-    kubectl = require_binary("kubectl", also_in_venv=True)
-    out = subprocess.run(
-        [kubectl, "kustomize", str(ROOT / "deploy" / "k8s")],
-        check=True,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    ).stdout
-    return [doc for doc in yaml.safe_load_all(out) if doc]
-
-
-def find(resources: list[Resource], kind: str, name: str) -> Resource:
-    matches = [r for r in resources if r["kind"] == kind and r["metadata"]["name"] == name]
-    assert len(matches) == 1, f"expected exactly one {kind}/{name}, found {len(matches)}"
-    return matches[0]
-
-
-def container(pod_spec: Resource, name: str) -> Resource:
-    matches = [c for c in pod_spec["containers"] if c["name"] == name]
-    assert matches, f"no container {name}"
-    return matches[0]
-
-
-def env_of(c: Resource) -> dict[str, Any]:
-    return {e["name"]: e.get("value", e.get("valueFrom")) for e in c.get("env", [])}
-
-
-def secret_ref(name: str = "redis-secret", key: str = "password") -> Resource:
-    return {"secretKeyRef": {"name": name, "key": key}}
-
-
-@pytest.fixture(scope="module")
-def pod(rendered: list[Resource]) -> Resource:
-    return find(rendered, "StatefulSet", "redis")["spec"]["template"]
-
-
-def test_every_resource_validates_strictly(rendered: list[Resource]) -> None:
+@pytest.mark.parametrize("version", [K8S_VERSION, kubernetes_validate.latest_version()])
+def test_every_resource_validates_strictly(rendered: list[Resource], version: str) -> None:
+    """From the oldest Kubernetes supported here to the newest kubernetes-validate knows."""
+    overlay = kustomize(ROOT / "deploy" / "overlays" / "scrape-annotations")
+    examples = [yaml.safe_load((K8S / f).read_text()) for f in EXAMPLE_SECRETS]
     kinds = set()
-    for resource in rendered:
+    for resource in [*rendered, *yaml.safe_load_all(overlay), *examples]:
         kinds.add(resource["kind"])
         if (resource["apiVersion"], resource["kind"]) in CUSTOM_KINDS:
             continue  # custom resources have no schema in kubernetes-validate
-        kubernetes_validate.validate(resource, K8S_VERSION, strict=True)
+        kubernetes_validate.validate(resource, version, strict=True)
     assert {"StatefulSet", "Service", "NetworkPolicy", "ConfigMap"} <= kinds
-    assert "Secret" not in kinds  # a real password is never overwritten by `apply -k`
+    assert not [r for r in rendered if r["kind"] == "Secret"], "never overwrite real passwords"
     assert {"ServiceMonitor", "PrometheusRule"} <= kinds
 
 
@@ -97,8 +70,10 @@ def test_redis_statefulset_settings(rendered: list[Resource], pod: Resource) -> 
     assert settings["--maxmemory"] == "256mb"
     assert settings["--maxmemory-policy"] == "allkeys-lru"
     assert settings["--appendonly"] == "yes"
-    assert settings["--requirepass"] == "$(REDIS_PASSWORD)"
-    assert env_of(redis)["REDIS_PASSWORD"] == secret_ref()
+    # the users, the default (backend's) one included, come from the ACL file in redis-acl
+    assert "--requirepass" not in settings
+    assert settings["--aclfile"] == "/etc/redis-acl/users.acl"
+    assert env_of(redis)["REDIS_PASSWORD"] == secret_ref()  # the readiness probe's redis-cli
     assert {p["containerPort"] for p in redis["ports"]} == {6379}
     assert redis["livenessProbe"]
     assert redis["readinessProbe"]
@@ -117,12 +92,14 @@ def test_lock_monitor_sidecar(pod: Resource) -> None:
     assert tag == version, "the image tag in kustomization.yaml follows the project version"
     env = env_of(c)
     assert env["LOCK_MONITOR_REDIS_URL"].startswith("redis://localhost:6379")
-    assert env["REDIS_PASSWORD"] == secret_ref()
+    assert env["LOCK_MONITOR_REDIS_USERNAME"] == "lockmon"
+    assert env["LOCK_MONITOR_REDIS_PASSWORD_FILE"] == "/etc/lock-monitor/password"
     assert env["LOCK_MONITOR_LISTEN_ADDRESS"] == "0.0.0.0"
     assert not unknown_monitor_env(env)
     assert c["ports"] == [{"name": "lock-monitor", "containerPort": 9150, "protocol": "TCP"}]
     assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "lock-monitor"}
-    assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "lock-monitor"}
+    # the pod's readiness is shared with Redis: a failing pass must not take Redis out
+    assert c["readinessProbe"]["httpGet"] == {"path": "/healthz", "port": "lock-monitor"}
     sc = c["securityContext"]
     assert sc["runAsNonRoot"] is True
     assert sc["readOnlyRootFilesystem"] is True
@@ -140,7 +117,9 @@ def test_no_service_links_to_shadow_the_exporter_options(pod: Resource) -> None:
 def test_redis_exporter_sidecar(pod: Resource) -> None:
     c = container(pod["spec"], "redis-exporter")
     assert c["image"].startswith("oliver006/redis_exporter:")
-    assert env_of(c)["REDIS_PASSWORD"] == secret_ref()
+    assert env_of(c)["REDIS_USER"] == "exporter"
+    assert env_of(c)["REDIS_PASSWORD_FILE"] == "/etc/redis-exporter/passwords.json"
+    assert "REDIS_PASSWORD" not in env_of(c), "sent to any /scrape?target= a caller names"
     assert env_of(c)["REDIS_ADDR"] == "redis://localhost:6379"
     assert [p["containerPort"] for p in c["ports"]] == [9121]
     assert c["securityContext"]["readOnlyRootFilesystem"] is True
@@ -166,17 +145,11 @@ def test_services(
     assert (svc_port["port"], svc_port["targetPort"]) == (port, target)
     named_ports = {p["name"] for c in pod["spec"]["containers"] for p in c["ports"]}
     assert target in named_ports
-    annotations = svc["metadata"].get("annotations", {})
+    assert not svc["metadata"].get("annotations"), "scraped by the ServiceMonitors only"
     if scraped:
-        assert annotations == {
-            "prometheus.io/scrape": "true",
-            "prometheus.io/port": str(port),
-            "prometheus.io/path": "/metrics",
-        }
         assert svc["metadata"]["labels"]["app"] == name
         assert svc["spec"]["publishNotReadyAddresses"] is True, "scrape redis_up 0 while down"
-    else:
-        assert "prometheus.io/scrape" not in annotations
+        assert find(rendered, "ServiceMonitor", name)
     if name == "redis-headless":
         assert svc["spec"]["clusterIP"] == "None"
 
@@ -196,6 +169,75 @@ def test_service_monitors(rendered: list[Resource], name: str) -> None:
     assert endpoint["path"] == "/metrics"
 
 
+def test_scrape_annotations_only_in_their_overlay_without_the_operators_resources(
+    rendered: list[Resource],
+) -> None:
+    """Annotations beside ServiceMonitors get every target scraped twice, under two jobs."""
+    overlay = [
+        doc
+        for doc in yaml.safe_load_all(
+            kustomize(ROOT / "deploy" / "overlays" / "scrape-annotations")
+        )
+        if doc
+    ]
+    assert not [r for r in overlay if r["apiVersion"].startswith("monitoring.coreos.com")]
+    annotated = {
+        r["metadata"]["name"]: r["metadata"]["annotations"]
+        for r in overlay
+        if "prometheus.io/scrape" in r["metadata"].get("annotations", {})
+    }
+    assert set(annotated) == {"lock-monitor", "redis-exporter"}
+    for name, found in annotated.items():
+        [port] = find(overlay, "Service", name)["spec"]["ports"]
+        assert found == {
+            "prometheus.io/scrape": "true",
+            "prometheus.io/port": str(port["port"]),
+            "prometheus.io/path": "/metrics",
+        }
+    assert len(overlay) == len(rendered) - 3  # everything else, unchanged
+    for resource in rendered:
+        assert not any(
+            key.startswith("prometheus.io/") for key in resource["metadata"].get("annotations", {})
+        ), resource["metadata"]["name"]
+
+
+def component_patch(target: Resource) -> list[Resource]:
+    """The JSON patch components/prometheus applies to `target`."""
+    component = yaml.safe_load(
+        (K8S / "components" / "prometheus" / "kustomization.yaml").read_text()
+    )
+    assert component["kind"] == "Component"
+    [patch] = [p for p in component["patches"] if p["target"] == target]
+    return list(yaml.safe_load(patch["patch"]))
+
+
+def monitoring_namespace() -> str:
+    [*_, operation] = component_patch({"kind": "NetworkPolicy", "name": "redis"})
+    return str(operation["value"]["matchLabels"]["kubernetes.io/metadata.name"])
+
+
+def selector_label() -> tuple[str, str]:
+    """The label components/prometheus puts on every Prometheus Operator resource."""
+    [operation] = component_patch({"group": "monitoring.coreos.com"})
+    assert operation["op"] == "add"
+    assert operation["path"].startswith("/metadata/labels/")
+    return operation["path"].removeprefix("/metadata/labels/"), operation["value"]
+
+
+def test_one_component_sets_the_prometheus_selector_label(rendered: list[Resource]) -> None:
+    """A wrong label means no scraping and no rules: it is set in exactly one place."""
+    key, value = selector_label()
+    kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
+    assert "components/prometheus" in kustomization["components"]
+    operator_resources = [r for r in rendered if r["apiVersion"].startswith("monitoring.coreos")]
+    assert {r["kind"] for r in operator_resources} == {"ServiceMonitor", "PrometheusRule"}
+    for resource in operator_resources:
+        assert resource["metadata"]["labels"][key] == value
+    for source in ("servicemonitors.yaml", "prometheus-rule.yaml"):
+        for document in yaml.safe_load_all((K8S / source).read_text()):
+            assert key not in document["metadata"]["labels"], f"{source} sets {key} itself"
+
+
 def test_network_policy(rendered: list[Resource], pod: Resource) -> None:
     policy = find(rendered, "NetworkPolicy", "redis")["spec"]
     assert policy["podSelector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
@@ -209,12 +251,16 @@ def test_network_policy(rendered: list[Resource], pod: Resource) -> None:
         {"podSelector": {"matchLabels": {"app": "backend"}}},
         {"podSelector": {"matchLabels": {"app": "redis-backup"}}},  # the Redis backup CronJob
     ]
+    # Prometheus pods of the monitoring namespace only, which components/prometheus sets
+    namespace = {"kubernetes.io/metadata.name": monitoring_namespace()}
     prometheus = {
-        "namespaceSelector": {},
+        "namespaceSelector": {"matchLabels": namespace},
         "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}},
     }
     assert allowed[9150] == [prometheus]
     assert allowed[9121] == [prometheus]
+    source = yaml.safe_load((K8S / "networkpolicy.yaml").read_text())
+    assert "namespaceSelector" not in json.dumps(source), "set in one place: the component"
 
 
 def test_example_secret_is_marked_and_a_placeholder() -> None:

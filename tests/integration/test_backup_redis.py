@@ -15,7 +15,7 @@ from redis.backoff import NoBackoff
 from redis.crc import key_slot
 from redis.retry import Retry
 
-from lock_monitor.backup_redis import CLUSTER_NAME, RdbCheck
+from lock_monitor.backup.redis_rdb import CLUSTER_NAME, RdbCheck
 from tests.servers import (
     ClusterServers,
     RedisServer,
@@ -23,14 +23,15 @@ from tests.servers import (
     cli_record,
     cli_records,
     free_port,
+    make_certificates,
     monitor_env,
     redis_server,
+    require_tls_build,
     run_monitor,
     set_locks,
+    tls_arguments,
     wait_for,
 )
-
-pytestmark = pytest.mark.integration
 
 # Fork-and-stream at once (the production default waits 5 s for more replicas to join).
 DISKLESS = ("--repl-diskless-sync", "yes", "--repl-diskless-sync-delay", "0")
@@ -125,6 +126,27 @@ def test_backup_wipe_restore_gives_back_every_key_and_ttl(
     assert len(after) == 304
 
 
+def test_backup_over_tls_reads_the_rdb_through_the_tls_socket(tmp_path: Path, dest: Path) -> None:
+    """Under TLS the socket taken from redis-py's connection is a TLS one: the RDB read through it
+    is the decrypted stream, checked and loadable."""
+    require_tls_build()
+    certs = make_certificates(tmp_path / "certs")
+    tls_port = free_port()
+    tls = tls_arguments(certs, tls_port, mutual=False)
+    with redis_server(tmp_path / "redis", *tls, *DISKLESS) as server:
+        before = fill(server.client())
+        taken = time.monotonic()
+        result = run_monitor(
+            "backup", "redis", "--redis-url", f"rediss://127.0.0.1:{tls_port}/0",
+            "--redis-ca-file", str(certs.ca), "--dest", str(dest),
+        )  # fmt: skip
+        file = Path(cli_record(result, "redis_backup_written")["file"])
+
+    with redis_server(tmp_path / "restored", "--dir", str(dest), "--dbfilename", file.name) as new:
+        after = snapshot(new.client())
+    assert_restored(before, after, int((time.monotonic() - taken) * 1000))
+
+
 def test_restore_into_an_aof_redis_as_the_runbook_says(tmp_path: Path, dest: Path) -> None:
     """With appendonly yes Redis ignores dump.rdb at start: load it, rewrite the AOF, restart."""
     with redis_server(tmp_path / "redis", *DISKLESS) as server:
@@ -195,6 +217,18 @@ def test_full_disk_fails_without_a_partial_file(tmp_path: Path, dest: Path) -> N
         line = backup_fails(server.url, dest, file_size_limit=256 * 1024)
     assert "cannot write" in line
     assert "File too large" in line
+
+
+def test_a_backup_removes_the_temp_files_killed_backups_left(tmp_path: Path, dest: Path) -> None:
+    """Each run writes a new stamp: the temp files of killed runs are found by their pattern."""
+    for name in (
+        ".redis-backup-20260101T020000Z.rdb.k2_x9q0a.tmp",
+        ".redis-backup-20260101T020000Z-slots-0-5460.rdb.abcdefgh.tmp",
+    ):
+        (dest / name).write_bytes(b"half an RDB")
+    with redis_server(tmp_path / "redis", *DISKLESS) as server:
+        fill(server.client())
+        backup_ok(server, dest)  # the new backup alone is left in dest
 
 
 def test_destination_that_is_not_a_directory_is_refused(tmp_path: Path) -> None:

@@ -16,11 +16,12 @@ import zlib
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from lock_monitor.backup import BackupError
-from lock_monitor.backup_sqlite import SQLITE_HEADER, restore_sqlite
+from lock_monitor.backup.files import BackupError
+from lock_monitor.backup.sqlite import SQLITE_HEADER, restore_sqlite
 from tests.servers import (
     cli_error,
     cli_record,
@@ -29,8 +30,6 @@ from tests.servers import (
     run_monitor,
     wait_for,
 )
-
-pytestmark = pytest.mark.integration
 
 Rows = list[tuple[int, str, bytes]]
 
@@ -365,7 +364,7 @@ def test_restore_stops_decompressing_at_max_size(tmp_path: Path) -> None:
 def test_restore_limit_defaults_to_a_multiple_of_the_database(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("lock_monitor.backup_sqlite.MIN_MAX_SIZE", 1 << 20)  # a cheap bomb
+    monkeypatch.setattr("lock_monitor.backup.sqlite.RESTORE_MIN_MAX_SIZE", 1 << 20)  # a cheap bomb
     live = tmp_path / "live.db"
     make_db(live, 500)  # over 100 KiB: ten times that is over the 1 MiB floor
     limit = 10 * live.stat().st_size
@@ -399,18 +398,24 @@ def open_for_writing(fifo: Path) -> int | None:
         raise
 
 
-def test_next_restore_removes_the_temp_file_of_a_killed_one(tmp_path: Path, dest: Path) -> None:
-    db = tmp_path / "database.db"
-    rows = make_db(db, 100)
-    file = backup_ok(db, dest)
-    stream = tmp_path / "stream.db.gz"  # a backup arriving slowly: the restore waits for more
-    os.mkfifo(stream)
-    killed = subprocess.Popen(
-        monitor_command("restore", "sqlite", str(stream), "--db", str(db)),
-        env=monitor_env(),
-        stderr=subprocess.DEVNULL,
-    )
+@contextmanager
+def killed_at_the_end(command: list[str], **kwargs: Any) -> Iterator[subprocess.Popen[str]]:
+    """The CLI started with `command`; killed when the block ends if it is still running."""
+    process = subprocess.Popen(command, env=monitor_env(), text=True, **kwargs)
     try:
+        yield process
+    finally:
+        process.kill()
+        process.communicate()
+
+
+@contextmanager
+def restore_under_way(stream: Path, db: Path) -> Iterator[tuple[subprocess.Popen[str], Path]]:
+    """A restore reading `stream`, a FIFO (a backup arriving slowly), with part of a backup
+    written to its temp file and waiting for more: the process and that temp file."""
+    os.mkfifo(stream)
+    command = monitor_command("restore", "sqlite", str(stream), "--db", str(db))
+    with killed_at_the_end(command, stderr=subprocess.PIPE) as process:
         fd = wait_for(lambda: open_for_writing(stream), what="the restore to open its backup")
         with os.fdopen(fd, "wb") as writer:
             os.set_blocking(fd, True)
@@ -420,14 +425,19 @@ def test_next_restore_removes_the_temp_file_of_a_killed_one(tmp_path: Path, dest
             writer.write(compressor.flush(zlib.Z_SYNC_FLUSH))
             writer.flush()
             (temp,) = wait_for(
-                lambda: [p for p in tmp_path.glob(".database.db.*.tmp") if p.stat().st_size],
+                lambda: [p for p in db.parent.glob(f".{db.name}.*.tmp") if p.stat().st_size],
                 what="the restore's temp file",
             )
-            killed.send_signal(signal.SIGKILL)
-            assert killed.wait(10) == -signal.SIGKILL
-    finally:
-        killed.kill()
-        killed.wait()
+            yield process, temp
+
+
+def test_next_restore_removes_the_temp_file_of_a_killed_one(tmp_path: Path, dest: Path) -> None:
+    db = tmp_path / "database.db"
+    rows = make_db(db, 100)
+    file = backup_ok(db, dest)
+    with restore_under_way(tmp_path / "stream.db.gz", db) as (killed, temp):
+        killed.send_signal(signal.SIGKILL)
+        assert killed.wait(10) == -signal.SIGKILL
     assert temp.exists()  # what a SIGKILL leaves behind
     running = tmp_path / ".database.db.abcdefgh.tmp"  # a concurrent run's, still being written
     with running.open("wb") as held:
@@ -439,11 +449,95 @@ def test_next_restore_removes_the_temp_file_of_a_killed_one(tmp_path: Path, dest
     assert read_rows(db) == rows
 
 
+STOPPED = "lock-monitor: error: stopped by SIGTERM; no unfinished file was kept\n"
+
+
+def test_a_restore_stopped_by_sigterm_removes_its_temp_file(tmp_path: Path) -> None:
+    db = tmp_path / "database.db"
+    make_db(db, 100)
+    before = db.read_bytes()
+    with restore_under_way(tmp_path / "stream.db.gz", db) as (stopped, temp):
+        stopped.send_signal(signal.SIGTERM)
+        _, err = stopped.communicate(timeout=10)
+    assert (stopped.returncode, err) == (1, STOPPED)
+    assert not temp.exists()
+    assert db.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["database.db", "stream.db.gz"]
+
+
+# The CLI, paused once it has compressed the first chunk of its copy: both its scratch database
+# and its temp file exist, as in the middle of a large database's backup.
+PAUSED_BACKUP = """
+import sys
+
+import lock_monitor.backup.sqlite as sqlite
+from lock_monitor.cli import main
+
+file_chunks = sqlite._file_chunks
+
+
+def pausing(path):
+    chunks = file_chunks(path)
+    yield next(chunks)
+    print("paused", flush=True)
+    sys.stdin.readline()
+    yield from chunks
+
+
+sqlite._file_chunks = pausing
+main()
+"""
+
+
+@contextmanager
+def backup_under_way(db: Path, dest: Path) -> Iterator[tuple[subprocess.Popen[str], list[Path]]]:
+    """`backup sqlite` paused in the middle: the process and the files it made in `dest`."""
+    before = set(dest.iterdir())
+    command = [sys.executable, "-c", PAUSED_BACKUP, "backup", "sqlite", "--db", str(db)]
+    with killed_at_the_end(
+        [*command, "--dest", str(dest)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    ) as process:
+        assert process.stdout is not None
+        assert process.stdout.readline() == "paused\n", process.communicate(timeout=10)
+        files = sorted(set(dest.iterdir()) - before)
+        assert [p.name.split("-")[0] for p in files] == [".db", ".scratch"]  # temp, scratch
+        yield process, files
+
+
+def test_a_backup_stopped_by_sigterm_leaves_nothing(tmp_path: Path, dest: Path) -> None:
+    db = tmp_path / "database.db"
+    make_db(db, 2000)
+    with backup_under_way(db, dest) as (stopped, _):
+        stopped.send_signal(signal.SIGTERM)  # as a Job past its activeDeadlineSeconds gets
+        _, err = stopped.communicate(timeout=10)
+    assert (stopped.returncode, err) == (1, STOPPED)
+    assert list(dest.iterdir()) == []
+
+
+def test_next_backup_removes_the_files_of_a_killed_one_and_no_running_ones(
+    tmp_path: Path, dest: Path
+) -> None:
+    db = tmp_path / "database.db"
+    rows = make_db(db, 2000)
+    with backup_under_way(db, dest) as (killed, left):
+        killed.send_signal(signal.SIGKILL)
+        assert killed.wait(10) == -signal.SIGKILL
+    assert all(path.exists() for path in left)  # what a SIGKILL leaves behind
+    with backup_under_way(db, dest) as (_, in_use):
+        assert not any(path.exists() for path in left)
+        file = backup_ok(db, dest)  # meanwhile: the running backup's files are locked
+    assert sorted(dest.iterdir()) == sorted([file, *in_use])
+    assert read_rows_gz(file) == rows
+
+
 CONCURRENT_BACKUP = """
 import sys
 from datetime import UTC, datetime
 
-import lock_monitor.backup_sqlite
+import lock_monitor.backup.sqlite
 from lock_monitor.cli import main
 
 
@@ -453,7 +547,7 @@ class Fixed(datetime):
         return datetime(2026, 3, 20, 2, 30, tzinfo=UTC)
 
 
-lock_monitor.backup_sqlite.datetime = Fixed  # every run takes the same stamp
+lock_monitor.backup.sqlite.datetime = Fixed  # every run takes the same stamp
 print("ready", flush=True)
 sys.stdin.readline()
 main()

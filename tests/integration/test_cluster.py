@@ -54,13 +54,13 @@ def test_locks_command_counts_each_lock_once(cluster: ClusterServers) -> None:
     result = run_monitor(
         "locks", "--json", "--redis-mode", "cluster", "--redis-url", cluster.seed_url
     )
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 3, result.stderr  # some are stuck
     document = json.loads(result.stdout)
     assert (document["pass"]["active"], document["pass"]["stuck"]) == (LOCKS, STUCK)
     every = run_monitor(
         "locks", "--all", "--redis-mode", "cluster", "--redis-url", cluster.seed_url
     )
-    assert every.returncode == 0, every.stderr
+    assert every.returncode == 3, every.stderr
     keys = [json.loads(line)["key"] for line in every.stdout.splitlines()]
     assert len(keys) == len(set(keys)) == LOCKS
 

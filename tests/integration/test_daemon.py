@@ -219,4 +219,14 @@ def test_port_in_use_is_a_one_line_error(redis_srv: RedisServer) -> None:
     assert result.returncode == 1
     last = result.stderr.splitlines(keepends=True)[-1]
     assert re.fullmatch(r"lock-monitor: error: cannot listen on 127\.0\.0\.1:\d+: .+\n", last)
+    assert last.endswith("; choose another port with --port or LOCK_MONITOR_PORT\n")
     assert "Traceback" not in result.stderr
+
+
+def test_the_listen_address_may_carry_the_port(redis_srv: RedisServer) -> None:
+    """HOST:PORT, as other exporters' --web.listen-address takes it, serves on that port."""
+    monitor = MonitorProcess()
+    monitor.args = ["run", "--listen-address", f"127.0.0.1:{monitor.port}"]
+    monitor.args += ["--redis-url", redis_srv.url, *FAST]
+    monitor.start()  # polls /healthz on monitor.port
+    assert monitor.stop() == 0

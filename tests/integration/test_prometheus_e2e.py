@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 import signal
+import ssl
 import subprocess
 import time
 import urllib.request
@@ -24,19 +25,22 @@ import pytest
 import redis
 import yaml
 
-from tests.deploy.helpers import ALERTS, alert_rules
+from tests.deploy.helpers import ALERTS, alert_rules, rule_generator
 from tests.servers import (
     MonitorProcess,
     RedisServer,
     free_port,
+    make_certificates,
     monitor_env,
     redis_server,
     require_binary,
     wait_for,
+    web_config_file,
 )
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
+pytestmark = pytest.mark.timeout(90)
 
+GENERATOR = rule_generator()
 STUCK = 'stuck_locks_count{job="lock-monitor"}'
 ACTIVE = 'active_locks_count{job="lock-monitor"}'
 
@@ -44,7 +48,8 @@ ACTIVE = 'active_locks_count{job="lock-monitor"}'
 class PrometheusServer:
     """/usr/bin/prometheus on a loopback port, scraping and evaluating every second."""
 
-    def __init__(self, workdir: Path, target: str) -> None:
+    def __init__(self, workdir: Path, target: str, **scrape: Any) -> None:
+        """`scrape`: more of the scrape config (scheme, tls_config, basic_auth...)."""
         self.binary = require_binary("prometheus")
         self.workdir = workdir
         self.port = free_port()
@@ -53,7 +58,14 @@ class PrometheusServer:
             "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
             "rule_files": [str(ALERTS)],
             "scrape_configs": [
-                {"job_name": "lock-monitor", "static_configs": [{"targets": [target]}]}
+                {
+                    "job_name": GENERATOR.JOBS["lock_monitor"],
+                    # the rules select this deployment's series by job and namespace
+                    "static_configs": [
+                        {"targets": [target], "labels": {"namespace": GENERATOR.NAMESPACE}}
+                    ],
+                    **scrape,
+                }
             ],
         }
         self.config = workdir / "prometheus.yml"
@@ -220,5 +232,32 @@ def test_stale_rule_sees_a_monitor_that_never_succeeded(tmp_path: Path) -> None:
 
         assert stale_at(60) == [], "started seconds ago: not yet 2 minutes without a pass"
         [series] = stale_at(150)
-        assert series["metric"] == {"job": "lock-monitor", "instance": target}
+        labels = {"job": "lock-monitor", "namespace": GENERATOR.NAMESPACE, "instance": target}
+        assert series["metric"] == labels
         assert 150 <= float(series["value"][1]) < 150 + 30  # seconds since the process started
+
+
+def test_prometheus_scrapes_over_tls_with_basic_auth(tmp_path: Path) -> None:
+    """As an operator sets it up: the exporter with --web-config-file, Prometheus with
+    scheme https, the CA to verify it, and the scrape user's password."""
+    certs = make_certificates(tmp_path / "certs")
+    config = web_config_file(tmp_path, certs, "scrape-pw")
+    with redis_server(tmp_path / "redis") as server:
+        add_locks(server.client(), range(3), age_seconds=60)
+        args = ("--redis-url", server.url, "--interval", "0.5", "--web-config-file", str(config))
+        monitor = MonitorProcess(*args, tls=ssl.create_default_context(cafile=certs.ca)).start()
+        target = f"127.0.0.1:{monitor.port}"
+        prometheus = PrometheusServer(
+            tmp_path / "prometheus",
+            target,
+            scheme="https",
+            tls_config={"ca_file": str(certs.ca)},
+            basic_auth={"username": "prometheus", "password": "scrape-pw"},
+        )
+        try:
+            prometheus.start()
+            wait_for(lambda: prometheus.value(STUCK) == 3, timeout=20, what="stuck locks over TLS")
+            assert prometheus.value('up{job="lock-monitor"}') == 1
+        finally:
+            prometheus.stop()
+            monitor.stop()

@@ -16,7 +16,6 @@ from lock_monitor.locks import VALUE_PREFIX
 from lock_monitor.scanner import Page, read_pages
 from tests.servers import RedisServer, redis_server
 
-pytestmark = pytest.mark.integration
 PATTERN = "lock:appointment:*"
 
 

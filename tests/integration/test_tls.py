@@ -4,6 +4,7 @@ import json
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -126,3 +127,24 @@ def test_insecure_mode_reads_and_warns(one_way: TlsServer) -> None:
     ]
     assert len(warnings) == 1
     assert warnings[0]["level"] == "warning"
+
+
+def test_locks_and_backup_warn_when_verification_is_off(one_way: TlsServer, tmp_path: Path) -> None:
+    read = locks(one_way.url, "--redis-tls-insecure")
+    assert read.returncode == 0, read.stderr
+    assert json.loads(read.stdout)["pass"]["active"] == LOCKS
+    backup = run_monitor(
+        "backup",
+        "redis",
+        "--redis-url",
+        one_way.url,
+        "--redis-tls-insecure",
+        "--dest",
+        str(tmp_path),
+    )
+    assert backup.returncode == 0, backup.stderr
+    for result in (read, backup):
+        first = json.loads(result.stderr.splitlines()[0])
+        assert (first["event"], first["level"]) == ("tls_verification_disabled", "warning")
+        assert first["target"] == one_way.url
+    assert json.loads(backup.stderr.splitlines()[-1])["event"] == "redis_backup_written"

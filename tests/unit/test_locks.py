@@ -242,6 +242,8 @@ def test_pages_classify_every_lock_as_the_rule_for_one_lock_does() -> None:
         assert sum(verdict.active for verdict in got) == len(locks)
         assert sum(verdict.stuck for verdict in got) == len(stuck_now)
         assert sum(v.without_ttl for v in got) == [lock.pttl_ms for lock in locks].count(-1)
+        by_sighting = [lock for lock in expected if lock.age_source == "first_seen"]
+        assert sum(verdict.first_seen for verdict in got) == len(by_sighting)
         assert sum(verdict.still_stuck for verdict in got) == len(stuck_now & stuck_before)
         assert sum(verdict.newly_stuck_count for verdict in got) == len(stuck_now - stuck_before)
         tracker.finish_pass()

@@ -5,6 +5,7 @@ import pytest
 import structlog
 
 from lock_monitor import logs
+from lock_monitor.views import printable
 
 
 class Terminal(io.StringIO):
@@ -45,3 +46,26 @@ def test_level_filters(monkeypatch: pytest.MonkeyPatch) -> None:
     log.info("hidden")
     log.warning("shown")
     assert [json.loads(x)["event"] for x in stream.getvalue().splitlines()] == ["shown"]
+
+
+def test_console_logs_show_control_characters_as_escapes_and_json_keeps_them_exact(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Without a space, CR, LF or quote, structlog's console renderer prints a value as it is.
+    key = "lock:\x1b]0;owned\x07\x1b[2J\x9b31m"
+    for fmt, stream in [("console", Terminal()), ("json", io.StringIO())]:
+        monkeypatch.setattr("sys.stderr", stream)
+        logs.configure("info", fmt)  # type: ignore[arg-type]
+        structlog.get_logger().warning(key, key=key, error="ERR\r\nfake line " + key)
+        output = stream.getvalue()
+        if fmt == "json":
+            event = json.loads(output)
+            assert (event["event"], event["key"]) == (key, key)
+            assert event["error"] == "ERR\r\nfake line " + key
+        else:
+            assert printable(key) in output
+            assert len(output.strip().splitlines()) == 1
+            assert not any(char in output for char in "\x07\r\x9b")
+            assert "\x1b]" not in output  # the renderer's own colours are CSI, never OSC
+            assert "\x1b[2J" not in output
+        structlog.reset_defaults()

@@ -17,7 +17,7 @@ import pytest
 import redis
 from structlog.testing import capture_logs
 
-from lock_monitor.config import RedisSettings, ScanSettings
+from lock_monitor.config import MAX_PACED_WAIT_SECONDS, RedisSettings, ScanSettings
 from lock_monitor.connection import Target
 from lock_monitor.monitor import Monitor
 from lock_monitor.passes import PassFailed, PassResult
@@ -42,7 +42,12 @@ class FakeScanner:
         self.error: Exception | None = None
 
     def __call__(
-        self, client: redis.Redis, pattern: str, count: int, cluster: bool
+        self,
+        client: redis.Redis,
+        pattern: str,
+        count: int,
+        cluster: bool,
+        budget: object,
     ) -> Iterator[Page]:
         if self.error is not None:
             raise self.error  # a generator: raised on the first read, as redis-py does
@@ -53,6 +58,7 @@ class FakeScanner:
 def redis_node(monkeypatch: pytest.MonkeyPatch) -> FakeScanner:
     scanner = FakeScanner()
     monkeypatch.setattr("lock_monitor.passes.read_pages", scanner)
+    monkeypatch.setattr("lock_monitor.passes.command_seconds", lambda client, budget: 0.0)
     return scanner
 
 
@@ -196,12 +202,14 @@ class TimedPasses:
 
     def __init__(self) -> None:
         self.duration = 0.1
+        self.redis_seconds: float | None = None  # unknown: paced on the wall time
         self.down = False
 
     def __call__(self, *args: Any, **kwargs: Any) -> PassResult:
         if self.down:
             raise PassFailed({"redis://example:6379/0": "ConnectionError: gone"})
-        return PassResult(Snapshot(NOW, self.duration, 0, 0, 0, 0, ()), StuckLocks(), ())
+        snapshot = Snapshot(NOW, self.duration, 0, 0, 0, 0, ())
+        return PassResult(snapshot, StuckLocks(), (), self.redis_seconds)
 
 
 @pytest.fixture
@@ -238,7 +246,39 @@ def test_a_failure_backs_off_instead_of_pacing_and_recovery_paces_again(
     assert 0.5 <= monitor.step() <= 1.0  # a success resets the backoff
 
 
-def test_a_real_pass_is_paced_from_its_own_duration(redis_node: FakeScanner) -> None:
+def test_waiting_on_redis_is_not_counted_as_its_work(timed: TimedPasses) -> None:
+    """A stall, a pause or a slow link makes a long pass in which Redis did little."""
+    monitor = make()
+    timed.duration, timed.redis_seconds = 8.0, 0.01
+    assert monitor.step() == 5.0
+    assert not monitor.state.paced
+    timed.duration, timed.redis_seconds = 8.0, 1.0  # Redis really worked a second: 20 s cycle
+    assert monitor.step() == pytest.approx(12.0)
+    assert monitor.state.paced
+
+
+def test_the_stretched_wait_is_capped_below_the_stale_alert(timed: TimedPasses) -> None:
+    monitor = make()
+    timed.duration, timed.redis_seconds = 65.0, 20.0
+    assert monitor.step() == MAX_PACED_WAIT_SECONDS
+    assert monitor.state.paced
+    timed.redis_seconds = None
+    assert monitor.step() == MAX_PACED_WAIT_SECONDS
+
+
+def test_pacing_on_the_wall_time_is_logged_once(timed: TimedPasses) -> None:
+    monitor = make()
+    with capture_logs() as logs:
+        monitor.step()
+        monitor.step()
+    assert events(logs) == ["redis_connected", "pacing_on_wall_time"]
+
+
+def test_a_real_pass_is_paced_from_its_own_duration(
+    redis_node: FakeScanner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where INFO is refused, the wall time stands in for Redis' time."""
+    monkeypatch.setattr("lock_monitor.passes.command_seconds", lambda client, budget: None)
     monitor = Monitor(SETTINGS, ScanSettings(interval=1e-6, max_redis_load=0.05))
     monitor.step()
     duration = monitor.state.snapshot.duration_seconds  # type: ignore[union-attr]

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import redis
 
-from lock_monitor.config import RedisSettings, ScanSettings
+from lock_monitor.config import ERROR_TEXT_LIMIT, RedisSettings, ScanSettings
 from lock_monitor.locks import LockTracker
 from lock_monitor.passes import CLUSTER_HINT, PassFailed, describe_error, read_pass
 from lock_monitor.scanner import Page
@@ -43,7 +43,9 @@ class FakeTarget:
         return list(self.node_list.items())
 
 
-def fake_read_pages(client: Node, pattern: str, count: int, cluster: bool) -> Iterator[Page]:
+def fake_read_pages(
+    client: Node, pattern: str, count: int, cluster: bool, budget: object
+) -> Iterator[Page]:
     if client.error is not None:
         raise client.error
     yield from pages_of(client.locks)
@@ -52,6 +54,7 @@ def fake_read_pages(client: Node, pattern: str, count: int, cluster: bool) -> It
 @pytest.fixture(autouse=True)
 def _nodes_replaced(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("lock_monitor.passes.read_pages", fake_read_pages)
+    monkeypatch.setattr("lock_monitor.passes.command_seconds", lambda client, budget: 0.0)
 
 
 def held(key: str, seconds_ago: float, now: float = NOW) -> RawLock:
@@ -180,3 +183,33 @@ def test_cluster_replies_in_standalone_mode_hint_at_the_cluster_mode(error: Exce
     assert describe_error(error, standalone).endswith(f"; {CLUSTER_HINT}")
     assert CLUSTER_HINT not in describe_error(error, SETTINGS)  # already in cluster mode
     assert CLUSTER_HINT not in describe_error(redis.ResponseError("WRONGTYPE"), standalone)
+
+
+def test_a_huge_error_text_is_cut_and_the_hint_still_shows() -> None:
+    standalone = RedisSettings(url="redis://:s3cret-pw@r:6379/0")
+    error = redis.exceptions.ClusterDownError("CLUSTERDOWN " + "x" * 1_000_000 + " s3cret-pw")
+    text = describe_error(error, standalone)
+    assert text.startswith("ClusterDownError: CLUSTERDOWN xxx")
+    assert text.endswith(f"xxx…; {CLUSTER_HINT}")
+    assert len(text) == ERROR_TEXT_LIMIT + len(f"…; {CLUSTER_HINT}")
+    cut_secret = redis.AuthenticationError("x" * (ERROR_TEXT_LIMIT - 25) + "s3cret-pw")
+    assert "s3cret" not in describe_error(cut_secret, standalone)  # scrubbed before it is cut
+
+
+@pytest.mark.parametrize(
+    ("readings", "busiest"),
+    [
+        ({"a:1": [1.0, 1.5], "b:2": [7.0, 7.25]}, 0.5),  # the busiest node, not the sum
+        ({"a:1": [1.0, 1.5], "b:2": [None, None]}, None),  # one node refuses INFO: unknown
+        ({"a:1": [9.0, 0.5], "b:2": [2.0, 2.0]}, 0.0),  # counters reset meanwhile
+    ],
+)
+def test_redis_time_is_that_of_the_busiest_node(
+    monkeypatch: pytest.MonkeyPatch, readings: dict[str, list[float | None]], busiest: float
+) -> None:
+    nodes = {name: Node(held(f"lock:{name}", 1)) for name in readings}
+    by_node = {id(node): iter(readings[name]) for name, node in nodes.items()}
+    monkeypatch.setattr(
+        "lock_monitor.passes.command_seconds", lambda client, budget: next(by_node[id(client)])
+    )
+    assert run(FakeTarget(nodes)).redis_seconds == busiest

@@ -1,5 +1,5 @@
-"""The arithmetic that bounds the monitor's load on Redis: pacing after long passes, and
-backoff while Redis is away."""
+"""The arithmetic that bounds the monitor's load on Redis: pacing after costly passes (on
+Redis' own time, capped), and backoff while Redis is away."""
 
 from __future__ import annotations
 
@@ -7,6 +7,12 @@ import itertools
 
 import pytest
 
+from lock_monitor.config import (
+    MAX_PACED_WAIT_SECONDS,
+    SCRAPE_ALLOWANCE_SECONDS,
+    STALE_ALERT_SECONDS,
+    default_pass_timeout,
+)
 from lock_monitor.schedule import (
     BACKOFF_CAP_SECONDS,
     backoff_ceiling,
@@ -16,25 +22,42 @@ from lock_monitor.schedule import (
 
 
 @pytest.mark.parametrize(
-    ("duration", "load"),
-    list(itertools.product([0.001, 0.3, 1.0, 7.5, 120.0], [0.01, 0.05, 0.2, 0.5, 0.99])),
+    ("redis", "wall", "load"),
+    list(itertools.product([0.001, 0.3, 1.0, 2.5], [1.0, 1.5, 3.0], [0.01, 0.05, 0.2, 0.5, 0.99])),
 )
-def test_share_of_a_pass_and_its_wait_never_exceeds_the_limit(duration: float, load: float) -> None:
-    delay = paced_delay(duration, interval=5.0, max_redis_load=load)
-    assert delay >= 5.0
-    assert duration / (duration + delay) <= load * (1 + 1e-12)
-    if delay > 5.0:  # stretched to the limit exactly: passes stay as frequent as allowed
-        assert duration / (duration + delay) == pytest.approx(load)
+def test_redis_share_of_a_cycle_stays_within_the_limit_below_the_cap(
+    redis: float, wall: float, load: float
+) -> None:
+    delay = paced_delay(redis, wall, interval=5.0, max_redis_load=load)
+    assert 5.0 <= delay <= MAX_PACED_WAIT_SECONDS
+    if delay < MAX_PACED_WAIT_SECONDS:
+        assert redis / (wall + delay) <= load * (1 + 1e-12)
+    if 5.0 < delay < MAX_PACED_WAIT_SECONDS:  # stretched to the limit exactly
+        assert redis / (wall + delay) == pytest.approx(load)
 
 
-def test_pacing_starts_where_the_interval_alone_would_exceed_the_limit() -> None:
+@pytest.mark.parametrize("wall", [8.0, 49.0, 84.0])
+def test_time_spent_waiting_on_redis_is_not_paced(wall: float) -> None:
+    """A stall, a pause or a slow link: a long pass in which Redis itself worked little."""
+    assert paced_delay(0.1, wall, interval=5.0, max_redis_load=0.05) == 5.0
+
+
+def test_without_redis_time_the_wall_time_stands_in() -> None:
     # 5 s interval at 5 %: a pass may take 5 * 0.05 / 0.95 = 0.263 s before the wait stretches.
-    assert paced_delay(0.26, interval=5.0, max_redis_load=0.05) == 5.0
-    assert paced_delay(0.27, interval=5.0, max_redis_load=0.05) == pytest.approx(0.27 * 19)
+    assert paced_delay(None, 0.26, interval=5.0, max_redis_load=0.05) == 5.0
+    assert paced_delay(None, 0.27, interval=5.0, max_redis_load=0.05) == pytest.approx(0.27 * 19)
+
+
+def test_the_stretched_wait_is_capped_so_stale_never_fires_on_a_healthy_monitor() -> None:
+    for redis, wall in [(9.5, 9.5), (65.0, 65.0), (20.0, 30.0)]:
+        assert paced_delay(redis, wall, 5.0, 0.05) == MAX_PACED_WAIT_SECONDS
+    assert paced_delay(9.5, 9.5, 300.0, 0.05) == 300.0  # a longer interval is the operator's
+    longest_gap = MAX_PACED_WAIT_SECONDS + default_pass_timeout(5.0)
+    assert longest_gap + SCRAPE_ALLOWANCE_SECONDS <= STALE_ALERT_SECONDS
 
 
 def test_pacing_is_off_at_full_load() -> None:
-    assert paced_delay(100.0, interval=5.0, max_redis_load=1.0) == 5.0
+    assert paced_delay(100.0, 100.0, interval=5.0, max_redis_load=1.0) == 5.0
 
 
 def test_backoff_doubles_from_one_second_and_stops_at_the_cap() -> None:

@@ -12,7 +12,8 @@ def page(*locks: Lock) -> PageVerdict:
     """A page whose locks were all built in full."""
     stuck = sum(lock.stuck for lock in locks)
     without_ttl = sum(lock.ttl_seconds is None for lock in locks)
-    return PageVerdict(len(locks), stuck, 0, without_ttl, list(locks), [], stuck)
+    first_seen = sum(lock.age_source == "first_seen" for lock in locks)
+    return PageVerdict(len(locks), stuck, 0, without_ttl, first_seen, list(locks), [], stuck)
 
 
 def test_counts_and_oldest_first() -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import importlib
 import json
+import shlex
+from html.parser import HTMLParser
 from typing import Any
 from wsgiref.util import setup_testing_defaults
 
@@ -13,13 +15,21 @@ from click.testing import CliRunner
 
 from lock_monitor.cli import cli
 from lock_monitor.config import RedisSettings, ScanSettings
+from lock_monitor.history import PASS_SERIES, History
 from lock_monitor.locks import Lock
 from lock_monitor.metrics import build_registry
 from lock_monitor.monitor import MonitorState
 from lock_monitor.passes import PassResult
 from lock_monitor.snapshot import Snapshot
 from lock_monitor.stuck_log import StuckLocks
-from lock_monitor.views import NO_TTL, lock_table, status_document, status_page
+from lock_monitor.views import (
+    NO_TTL,
+    inspect_command,
+    lock_table,
+    printable,
+    status_document,
+    status_page,
+)
 from lock_monitor.web import App
 
 NOW = 1_800_000_000.0
@@ -67,7 +77,7 @@ def test_locks_endpoint_and_locks_json_share_one_schema(monkeypatch: pytest.Monk
     command = json.loads(printed(monkeypatch, "--json"))
     assert shape(served) == shape(command)
     assert set(served) == {
-        "target", "mode", "redis_up", "last_error", "nodes", "pass",
+        "target", "mode", "redis_up", "last_error", "nodes", "pass", "stuck_threshold_seconds",
         "next_pass_delay_seconds", "pacing_active", "locks",
     }  # fmt: skip
     assert served["pass"] == command["pass"] | {"seconds_ago": served["pass"]["seconds_ago"]}
@@ -80,6 +90,7 @@ def test_locks_endpoint_and_locks_json_share_one_schema(monkeypatch: pytest.Monk
         "age_seconds": 40.0,
         "age_source": "value",
         "stuck": True,
+        "holder": None,  # no "<epoch>:<holder>" value
     }
     assert (served["next_pass_delay_seconds"], command["next_pass_delay_seconds"]) == (0.0, None)
 
@@ -94,11 +105,11 @@ def test_locks_stuck_only_keeps_the_counts_of_the_whole_pass(
 
 def test_document_before_any_successful_pass() -> None:
     state = MonitorState(redis_up=False, last_error="ConnectionError: refused", delay_seconds=1.5)
-    document = status_document(state, TARGET, "standalone", NOW)
+    document = status_document(state, TARGET, "standalone", NOW, stuck_threshold=30)
     assert document["pass"] is None
     assert document["locks"] == []
     assert (document["redis_up"], document["next_pass_delay_seconds"]) == (False, 1.5)
-    assert "No successful pass yet." in status_page(document)
+    assert "No pass has succeeded yet." in status_page(document)
 
 
 def test_table_oldest_first_with_the_counts_and_never_for_no_ttl(
@@ -113,8 +124,10 @@ def test_table_oldest_first_with_the_counts_and_never_for_no_ttl(
 
 
 def test_no_ttl_reads_the_same_in_the_table_and_on_the_page() -> None:
-    document = status_document(MonitorState(redis_up=True, snapshot=SNAPSHOT), TARGET, "x", NOW)
-    assert f"<td>{NO_TTL}</td>" in status_page(document)
+    document = status_document(
+        MonitorState(redis_up=True, snapshot=SNAPSHOT), TARGET, "x", NOW, stuck_threshold=30
+    )
+    assert f'<td data-label="TTL">{NO_TTL}</td>' in status_page(document)
     assert f" {NO_TTL} " in lock_table(document)
     assert "no TTL" not in status_page(document) + lock_table(document)
 
@@ -126,7 +139,7 @@ def test_status_page_escapes_what_it_shows() -> None:
         last_error="<img src=x>",
         nodes=(("<node>", False),),
     )
-    page = status_page(status_document(state, TARGET, "standalone", NOW))
+    page = status_page(status_document(state, TARGET, "standalone", NOW, stuck_threshold=30))
     assert "<script>" not in page
     assert "&lt;script&gt;" in page
     assert "&lt;b&gt;x&lt;/b&gt;" in page
@@ -137,8 +150,178 @@ def test_status_page_escapes_what_it_shows() -> None:
 
 def test_status_page_says_when_pacing_stretches_the_wait() -> None:
     paced = MonitorState(redis_up=True, snapshot=SNAPSHOT, delay_seconds=38.0, paced=True)
-    page = status_page(status_document(paced, TARGET, "standalone", NOW))
+    page = status_page(status_document(paced, TARGET, "standalone", NOW, stuck_threshold=30))
     assert "Pacing" in page
     assert "38.0s" in page
     calm = MonitorState(redis_up=True, snapshot=SNAPSHOT, delay_seconds=5.0)
-    assert "Pacing" not in status_page(status_document(calm, TARGET, "standalone", NOW))
+    calm_page = status_page(status_document(calm, TARGET, "standalone", NOW, stuck_threshold=30))
+    assert "Pacing" not in calm_page
+
+
+# --- the status page -----------------------------------------------------------------------
+
+TOKEN = Lock("lock:appointment:9", "f3a9c0d2", "string", 12.0, 3.0, "first_seen", False)
+HASH = Lock("lock:report", "<hash>", "hash", 20.0, 50.0, "first_seen", True)
+
+
+def document_of(state: MonitorState, mode: str = "standalone", target: str = TARGET) -> Any:
+    return status_document(state, target, mode, NOW, stuck_threshold=30)
+
+
+class Markup(HTMLParser):
+    """Every tag with its attributes, and the text of each <script> and <style>."""
+
+    def __init__(self, page: str) -> None:
+        super().__init__()
+        self.tags: list[tuple[str, dict[str, str | None]]] = []
+        self.inline: list[str] = []
+        self._open: str | None = None
+        self.feed(page)
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append((tag, dict(attrs)))
+        self._open = tag
+
+    def handle_data(self, data: str) -> None:
+        if self._open in ("script", "style") and data.strip():
+            self.inline.append(data)
+
+
+def test_the_page_needs_nothing_its_csp_forbids() -> None:
+    """No inline script or style, no style or on* attribute, nothing from elsewhere."""
+    page = status_page(
+        document_of(MonitorState(redis_up=True, snapshot=SNAPSHOT, nodes=NODES)),
+        History().window(NOW),
+        PASS_SERIES,
+    )
+    markup = Markup(page)
+    assert markup.inline == []
+    for tag, attrs in markup.tags:
+        assert "style" not in attrs, tag
+        assert not [name for name in attrs if name.startswith("on")], tag
+        for name in ("src", "href"):
+            link = attrs.get(name) or ""
+            assert not link or link.startswith(("/", "data:", "#")), (tag, link)
+    assert ("script", {"src": "/static/page.js", "defer": None}) in markup.tags
+
+
+def test_stuck_rows_come_first_with_the_holder_and_a_bar_against_the_threshold() -> None:
+    snapshot = Snapshot(NOW - 2, 0.25, 3, 3, 1, 1, (FRESH, TOKEN, EVIL))  # not by age: as kept
+    page = status_page(document_of(MonitorState(redis_up=True, snapshot=snapshot)))
+    rows = [attrs for tag, attrs in Markup(page).tags if tag == "tr" and "data-key" in attrs]
+    assert [(row["data-key"], row.get("class")) for row in rows] == [
+        (EVIL.key, "stuck"),
+        (FRESH.key, None),
+        (TOKEN.key, None),
+    ]
+    assert '<td data-label="Holder">api-7</td>' in page
+    meters = [attrs for tag, attrs in Markup(page).tags if tag == "meter"]
+    assert meters[0] == {
+        "min": "0", "max": "60", "low": "15", "high": "30", "optimum": "0", "value": "40.0",
+    }  # fmt: skip
+    assert "since first seen" in page
+
+
+def test_redis_down_greys_out_the_last_good_data_and_says_how_old() -> None:
+    down = MonitorState(redis_up=False, snapshot=SNAPSHOT, last_error="ConnectionError: refused")
+    page = status_page(document_of(down))
+    assert "<title>lock-monitor: Redis DOWN</title>" in page
+    assert "not the current state" in page
+    assert '<span class="ago" data-ago="2.000">2 s</span> ago' in page
+    for part in ("counts", "charts", "locks"):
+        assert f'id="{part}" class="{part} stale"' in page
+    up = status_page(document_of(MonitorState(redis_up=True, snapshot=SNAPSHOT)))
+    assert "stale" not in up
+    assert "<title>lock-monitor: 1 stuck, 2 active</title>" in up
+
+
+@pytest.mark.parametrize(
+    ("key", "mode", "target", "command"),
+    [
+        (
+            "lock:appointment:17",
+            "standalone",
+            "redis://redis:6379/0",
+            "redis-cli -u redis://redis:6379/0 GET lock:appointment:17",
+        ),
+        (
+            "lock:it's $(rm -rf ~) `x`",
+            "cluster",
+            "rediss://lockmon@redis-0.redis:6379/0",
+            "redis-cli -u rediss://redis-0.redis:6379/0 --user lockmon --askpass -c "
+            "GET 'lock:it'\"'\"'s $(rm -rf ~) `x`'",
+        ),
+        (
+            "lock:appointment:17",
+            "sentinel",
+            "sentinel://s1:26379,s2:26379/mymaster",
+            "redis-cli -h 10.0.0.7 -p 6379 GET lock:appointment:17",
+        ),
+    ],
+)
+def test_the_inspect_command_reads_the_exact_key_quoted_for_a_shell(
+    key: str, mode: str, target: str, command: str
+) -> None:
+    document = {"mode": mode, "target": target, "nodes": [{"node": "10.0.0.7:6379", "up": True}]}
+    lock = {"key": key, "kind": "string"}
+    assert inspect_command(document, lock) == command
+    assert shlex.split(command)[-1] == key
+    assert "DEL" not in command.upper().split()
+
+
+def test_no_inspect_command_for_a_key_not_shown_exactly() -> None:
+    document = {"mode": "standalone", "target": TARGET, "nodes": []}
+    assert inspect_command(document, {"key": "lock:\\xff", "kind": "string"}) is None
+    assert inspect_command(document, {"key": "lock:" + "x" * 200 + "…", "kind": "string"}) is None
+    assert inspect_command(document, {"key": "lock:r", "kind": "hash"}) == (
+        f"redis-cli -u {TARGET} HGETALL lock:r"
+    )
+    assert inspect_command(document, {"key": "lock:q", "kind": "list"}) == (
+        f"redis-cli -u {TARGET} TYPE lock:q"
+    )
+
+
+def test_charts_only_when_there_is_a_history() -> None:
+    state = MonitorState(redis_up=True, snapshot=SNAPSHOT)
+    history = History()
+    history.record(NOW - 5, {"active": 2, "stuck": 1, "without_ttl": 1, "oldest_age_seconds": 40})
+    page = status_page(document_of(state), history.window(NOW), PASS_SERIES)
+    assert page.count('<figure class="chart"') == 4
+    assert '<figure class="chart"' not in status_page(document_of(state))
+
+
+# Terminal escapes a key, a value or an error text could carry: clear screen, window title,
+# an OSC 8 link, a CSI as one C1 byte, a fake row via CR/LF, DEL, and a right-to-left override.
+HOSTILE = "\x1b[2J\x1b]0;owned\x07\x1b]8;;http://x\x1b\\link\x9b31m\r\nfake row\x7f\u202eabc"
+CONTROLS = [chr(c) for c in [*range(0x20), *range(0x7F, 0xA0)]] + ["\u202e", "\u2028"]
+
+
+def test_printable_shows_every_control_character_as_an_escape() -> None:
+    shown = printable(HOSTILE)
+    assert not any(char in shown for char in CONTROLS)
+    assert shown == (
+        "\\x1b[2J\\x1b]0;owned\\x07\\x1b]8;;http://x\\x1b\\link\\x9b31m"
+        "\\r\\nfake row\\x7f\\u202eabc"
+    )
+    for text in ["lock:appointment:42", "1764180000000:api-7f9c", "réservation ✓ 予約", ""]:
+        assert printable(text) == text  # printable text, whatever the script, is left alone
+
+
+HOSTILE_LOCK = Lock("lock:" + HOSTILE, HOSTILE, "string", 5.0, 40.0, "value", True)
+
+
+def test_table_and_page_never_print_raw_control_characters() -> None:
+    state = MonitorState(
+        redis_up=True,
+        snapshot=Snapshot(NOW - 2, 0.25, 1, 1, 1, 0, (HOSTILE_LOCK,)),
+        last_error="ResponseError: " + HOSTILE,
+        nodes=((HOSTILE, True),),
+    )
+    document = status_document(state, TARGET, "standalone", NOW, stuck_threshold=30)
+    table, page = lock_table(document), status_page(document)
+    assert len(table.splitlines()) == 3  # header, the one lock, the counts: no fake row
+    assert not any(char in table.replace("\n", "") for char in CONTROLS)
+    assert not any(char in page.replace("\n", "") for char in CONTROLS)
+    assert "\\x1b]0;owned\\x07" in table
+    assert "\\x1b]0;owned\\x07" in page
+    assert document["locks"][0]["key"] == HOSTILE_LOCK.key  # the JSON stays exact

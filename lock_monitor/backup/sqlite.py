@@ -25,24 +25,24 @@ from contextlib import closing
 from datetime import UTC, datetime
 from pathlib import Path
 
-from lock_monitor.backup import (
-    CHUNK,
-    STAMP,
+from lock_monitor.backup.files import (
+    CHUNK_SIZE,
+    STAMP_PATTERN,
     BackupError,
-    Written,
+    BackupResult,
     atomic_file,
+    os_failure,
     prune,
-    scratch_path,
+    remove_stale_scratch,
+    remove_stale_temps,
+    scratch_database,
     utc_stamp,
 )
+from lock_monitor.config import RESTORE_MAX_SIZE_FACTOR, RESTORE_MIN_MAX_SIZE
 
-NAME_PATTERN = re.compile(rf"db-backup-{STAMP}\.db\.gz")
+NAME_PATTERN = re.compile(rf"db-backup-{STAMP_PATTERN}\.db\.gz")
 BUSY_TIMEOUT = 30.0  # seconds to wait for the backend's write transaction to finish
 SQLITE_HEADER = b"SQLite format 3\x00"
-# By default a restore decompresses at most this many times the size of the database it
-# replaces, and at least MIN_MAX_SIZE bytes: room for any real growth, a bound on a gzip bomb.
-MAX_SIZE_FACTOR = 10
-MIN_MAX_SIZE = 1 << 30
 
 
 def _online_copy(db: Path, copy: Path) -> None:
@@ -55,7 +55,7 @@ def _online_copy(db: Path, copy: Path) -> None:
         raise BackupError(f"cannot copy {db}: {exc}") from None
 
 
-def check_integrity(path: Path, label: str) -> None:
+def check_integrity(path: Path, name_in_errors: str) -> None:
     """`PRAGMA integrity_check` must answer exactly `ok`, and there must be a table: SQLite
     finds an empty file perfectly sound, and an empty backup would replace a database with
     nothing."""
@@ -65,23 +65,23 @@ def check_integrity(path: Path, label: str) -> None:
             tables = conn.execute("SELECT count(*) FROM sqlite_master WHERE type = 'table'")
             (table_count,) = tables.fetchone()
     except sqlite3.Error as exc:
-        raise BackupError(f"{label} is not a sound SQLite database: {exc}") from None
+        raise BackupError(f"{name_in_errors} is not a sound SQLite database: {exc}") from None
     if rows != [("ok",)]:
         problems = [
             line for (row,) in rows for line in str(row).splitlines() if not line.startswith("***")
         ] or ["no answer"]
         raise BackupError(
-            f"{label} fails integrity_check: {problems[0]} ({len(problems)} problems)"
+            f"{name_in_errors} fails integrity_check: {problems[0]} ({len(problems)} problems)"
         )
     if not table_count:
-        raise BackupError(f"{label} is an empty SQLite database (no tables)")
+        raise BackupError(f"{name_in_errors} is an empty SQLite database (no tables)")
 
 
 def gunzip_chunks(path: Path) -> Iterator[bytes]:
     """The decompressed content; a truncated or damaged file is an error, not a short result."""
     try:
         with gzip.open(path, "rb") as compressed:
-            while chunk := compressed.read(CHUNK):
+            while chunk := compressed.read(CHUNK_SIZE):
                 yield chunk
     except (OSError, EOFError, zlib.error) as exc:
         raise BackupError(f"{path} is not a complete gzip file: {exc}") from None
@@ -96,28 +96,30 @@ def _sha256(chunks: Iterator[bytes]) -> str:
 
 def _file_chunks(path: Path) -> Iterator[bytes]:
     with path.open("rb") as file:
-        while chunk := file.read(CHUNK):
+        while chunk := file.read(CHUNK_SIZE):
             yield chunk
 
 
-def backup_sqlite(db: Path, dest: Path, keep_days: int) -> Written:
+def backup_sqlite(db: Path, dest: Path, keep_days: int) -> BackupResult:
     """Copy, check, compress and keep `db` as DEST/db-backup-<stamp>.db.gz; then retention."""
     started = time.monotonic()
     now = datetime.now(UTC)
     final = dest / f"db-backup-{utc_stamp(now)}.db.gz"
-    with scratch_path(dest, ".db") as copy:
+    remove_stale_temps(dest, NAME_PATTERN)
+    remove_stale_scratch(dest)
+    with scratch_database(dest) as copy:
         _online_copy(db, copy)
         check_integrity(copy, f"the copy of {db}")
-        with atomic_file(final) as output:
+        with atomic_file(final) as pending:
             # mtime=0 and no file name in the header: the same database gives the same bytes.
-            with gzip.GzipFile(filename="", mode="wb", fileobj=output, mtime=0) as compressed:
+            with gzip.GzipFile(filename="", mode="wb", fileobj=pending, mtime=0) as compressed:
                 for chunk in _file_chunks(copy):
                     compressed.write(chunk)
-            output.flush()
-            if _sha256(gunzip_chunks(output.path)) != _sha256(_file_chunks(copy)):
+            pending.flush()
+            if _sha256(gunzip_chunks(pending.path)) != _sha256(_file_chunks(copy)):
                 raise BackupError(f"{final} does not decompress to the copy it was made from")
     deleted = prune(dest, NAME_PATTERN, keep_days, now)
-    return Written(final, final.stat().st_size, time.monotonic() - started, deleted)
+    return BackupResult(final, final.stat().st_size, time.monotonic() - started, deleted)
 
 
 def default_max_size(db: Path) -> int:
@@ -126,12 +128,12 @@ def default_max_size(db: Path) -> int:
         size = db.stat().st_size
     except OSError:
         size = 0
-    return max(MAX_SIZE_FACTOR * size, MIN_MAX_SIZE)
+    return max(RESTORE_MAX_SIZE_FACTOR * size, RESTORE_MIN_MAX_SIZE)
 
 
 def restore_sqlite(
     backup: Path, db: Path, max_size: int | None = None
-) -> tuple[Written, Path | None]:
+) -> tuple[BackupResult, Path | None]:
     """Replace `db` with the checked content of `backup`; keep the old file beside it.
 
     Returns what was written and where the replaced database was kept (None if there was
@@ -158,25 +160,25 @@ def restore_sqlite(
     if not first.startswith(SQLITE_HEADER):
         raise BackupError(f"{backup} is not a sound SQLite database: no SQLite header")
     previous = Path(f"{db}.pre-restore-{utc_stamp(datetime.now(UTC))}") if db.exists() else None
-    with atomic_file(db, replace=True) as output:
+    with atomic_file(db, replace=True) as pending:
         for chunk in itertools.chain([first], chunks):
-            if output.size + len(chunk) > limit:
+            if pending.size + len(chunk) > limit:
                 raise BackupError(
                     f"{backup} decompresses to more than {limit} bytes, the --max-size limit"
                 )
-            output.write(chunk)
-        output.flush()
-        check_integrity(output.path, str(backup))
+            pending.write(chunk)
+        pending.flush()
+        check_integrity(pending.path, str(backup))
         if previous is not None:
             old = db.stat()
             try:
-                os.chmod(output.path, stat.S_IMODE(old.st_mode))
+                os.chmod(pending.path, stat.S_IMODE(old.st_mode))
                 if os.geteuid() == 0:
-                    os.chown(output.path, old.st_uid, old.st_gid)
+                    os.chown(pending.path, old.st_uid, old.st_gid)
             except OSError as exc:
-                raise BackupError(f"cannot give {db}'s owner and mode: {exc.strerror}") from None
+                raise os_failure(f"cannot give {db}'s owner and mode", exc) from None
             try:
                 os.link(db, previous)  # the old bytes under a second name: instant, no copy
             except OSError as exc:
-                raise BackupError(f"cannot keep {db} as {previous}: {exc.strerror}") from None
-    return Written(db, output.size, time.monotonic() - started), previous
+                raise os_failure(f"cannot keep {db} as {previous}", exc) from None
+    return BackupResult(db, pending.size, time.monotonic() - started), previous

@@ -14,19 +14,21 @@ import time
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
+import anycrc
 import redis
 from redis.cluster import RedisCluster
 
-from lock_monitor.backup import (
-    CHUNK,
-    STAMP,
+from lock_monitor.backup.files import (
+    CHUNK_SIZE,
+    STAMP_PATTERN,
     BackupError,
-    Output,
-    Written,
+    BackupResult,
+    PendingFile,
     atomic_file,
+    os_failure,
     prune,
+    remove_stale_temps,
     utc_stamp,
 )
 from lock_monitor.connection import Target
@@ -36,61 +38,67 @@ RDB_EOF = 0xFF
 EOF_MARK_SIZE = 40  # diskless sync ends the payload with this many random bytes, announced first
 
 # Redis' CRC-64 (Jones polynomial, reflected, init 0): the checksum an RDB file ends with.
-_CRC64_POLY = 0x95AC9329AC4BC9B5
+_CRC64_REDIS = anycrc.CRC(
+    width=64, poly=0xAD93D23594C935A9, init=0, refin=True, refout=True, xorout=0
+)
 
 
-def _crc64_table() -> list[int]:
-    table = []
-    for byte in range(256):
-        crc = byte
-        for _ in range(8):
-            crc = (crc >> 1) ^ _CRC64_POLY if crc & 1 else crc >> 1
-        table.append(crc)
-    return table
-
-
-_CRC64_TABLE = _crc64_table()
-
-
-def crc64(data: bytes, crc: int = 0) -> int:
+def crc64(data: bytes | memoryview, crc: int = 0) -> int:
     """Continue `crc` over `data` (pass the previous result to checksum a stream in chunks)."""
-    table = _CRC64_TABLE
-    for byte in data:
-        crc = table[(crc ^ byte) & 0xFF] ^ (crc >> 8)
-    return crc
+    return int(_CRC64_REDIS.calc(data, crc))
 
 
 class RdbCheck:
     """Checks an RDB as it streams past: `REDIS<4 digits>` header, EOF opcode, CRC-64 trailer."""
 
     def __init__(self) -> None:
-        self.head = b""
-        self.tail = b""  # the last 8 bytes seen: the checksum, once the stream is complete
-        self.last = -1  # the byte before them: the EOF opcode
-        self.crc = 0
+        self.header = b""
+        self.trailer = b""  # the last 8 bytes seen: the checksum, once the stream is complete
+        self.before_trailer = -1  # the byte before them: the EOF opcode
+        self.crc = 0  # of every byte before the trailer
 
     def update(self, chunk: bytes) -> None:
-        if len(self.head) < 9:
-            self.head += chunk[: 9 - len(self.head)]
-        data = self.tail + chunk
-        if len(data) > 8:
-            self.crc = crc64(data[:-8], self.crc)
-            self.last = data[-9]
-        self.tail = data[-8:]
+        if len(self.header) < 9:
+            self.header += chunk[: 9 - len(self.header)]
+        if len(chunk) <= 8:  # rare: join these few bytes rather than copy every large chunk
+            chunk, self.trailer = self.trailer + chunk, b""
+        if len(chunk) > 8:
+            self.crc = crc64(memoryview(chunk)[:-8], crc64(self.trailer, self.crc))
+            self.before_trailer = chunk[-9]
+            self.trailer = chunk[-8:]
+        else:
+            self.trailer = chunk
 
     def verify(self) -> None:
-        if not RDB_HEADER.fullmatch(self.head):
+        if not RDB_HEADER.fullmatch(self.header):
             raise BackupError("not an RDB file: it does not start with REDIS<version>")
-        if self.last != RDB_EOF or len(self.tail) < 8:
+        if self.before_trailer != RDB_EOF or len(self.trailer) < 8:
             raise BackupError("the RDB file is truncated: it does not end with the EOF opcode")
-        stored = int.from_bytes(self.tail, "little")
+        stored = int.from_bytes(self.trailer, "little")
         if stored not in (0, self.crc):  # 0: Redis runs with rdbchecksum no
             raise BackupError(
                 f"the RDB file is corrupt: checksum {stored:016x}, computed {self.crc:016x}"
             )
 
 
-class _Replication:
+def raw_socket(connection: redis.connection.AbstractConnection) -> socket.socket:
+    """The socket under a connected redis-py connection, to read the SYNC payload as bytes.
+
+    redis-py offers no public way to read bytes that are not RESP replies, so this reads its
+    private `_sock` (a plain or TLS socket once connected), here and nowhere else.
+    tests/unit/test_backup_redis_rdb.py fails if redis-py renames or changes it, and
+    pyproject.toml keeps redis-py below its next major version.
+    """
+    sock = getattr(connection, "_sock", None)
+    if not isinstance(sock, socket.socket):
+        raise BackupError(
+            f"redis-py {redis.__version__} keeps no socket in Connection._sock: "
+            "this lock-monitor cannot read the RDB with it"
+        )
+    return sock
+
+
+class _ReplicationStream:
     """The raw byte stream of a replication connection after SYNC."""
 
     def __init__(self, sock: socket.socket) -> None:
@@ -100,17 +108,17 @@ class _Replication:
 
     def _recv(self) -> bytes:
         try:
-            data = self.sock.recv(CHUNK)
+            data = self.sock.recv(CHUNK_SIZE)
         except TimeoutError:
             raise BackupError("Redis stopped sending the RDB (timed out)") from None
         except OSError as exc:
-            raise BackupError(f"reading the RDB failed: {exc.strerror or exc}") from None
+            raise os_failure("reading the RDB failed", exc) from None
         if not data:
             raise BackupError(f"Redis closed the connection after {self.received} bytes of the RDB")
         self.received += len(data)
         return data
 
-    def header(self) -> bytes:
+    def reply_line(self) -> bytes:
         """The reply line to SYNC, after the newlines Redis sends to keep us waiting."""
         while True:
             self.buffer = self.buffer.lstrip(b"\n")
@@ -123,7 +131,7 @@ class _Replication:
                 raise BackupError("Redis did not answer SYNC with an RDB payload")
             self.buffer += self._recv()
 
-    def exactly(self, size: int) -> Iterator[bytes]:
+    def sized(self, size: int) -> Iterator[bytes]:
         """Disk-based sync: `$<size>` then exactly that many bytes."""
         left = size
         while left > 0:
@@ -133,7 +141,7 @@ class _Replication:
             left -= len(chunk)
             yield chunk
 
-    def until(self, mark: bytes) -> Iterator[bytes]:
+    def until_mark(self, mark: bytes) -> Iterator[bytes]:
         """Diskless sync: bytes until the stream ends with the announced 40-byte mark."""
         pending = self.buffer
         self.buffer = b""
@@ -143,41 +151,41 @@ class _Replication:
         yield pending[:-EOF_MARK_SIZE]
 
 
-def _payload(connection: Any) -> Iterator[bytes]:
+def _sync_payload(connection: redis.connection.AbstractConnection) -> Iterator[bytes]:
     """Ask for an RDB as a replica would and yield it in chunks (either transfer format)."""
     # capa eof: we understand diskless payloads; rdb-only (Redis 7+): we want no command stream.
     for args, optional in (
         (("REPLCONF", "capa", "eof"), False),
         (("REPLCONF", "rdb-only", "1"), True),
     ):
-        connection.send_command(*args)
+        connection.send_command(*args)  # type: ignore[no-untyped-call]
         try:
             connection.read_response()
         except redis.ResponseError:
             if not optional:
                 raise
-    connection.send_command("SYNC")
-    stream = _Replication(connection._sock)
-    line = stream.header()
+    connection.send_command("SYNC")  # type: ignore[no-untyped-call]
+    stream = _ReplicationStream(raw_socket(connection))
+    line = stream.reply_line()
     if line.startswith(b"-"):
         raise BackupError(f"Redis refused SYNC: {line[1:].decode(errors='replace')}")
     if line.startswith(b"$EOF:") and len(line) == 5 + EOF_MARK_SIZE:
-        yield from stream.until(line[5:])
+        yield from stream.until_mark(line[5:])
     elif line.startswith(b"$") and line[1:].isdigit():
-        yield from stream.exactly(int(line[1:]))
+        yield from stream.sized(int(line[1:]))
     else:
         raise BackupError(f"unexpected reply to SYNC: {line[:60]!r}")
 
 
-def fetch_rdb(client: redis.Redis, output: Output) -> None:
-    """Stream one server's RDB into `output`, checking it on the way; raise if it is not sound."""
+def fetch_rdb(client: redis.Redis, pending: PendingFile) -> None:
+    """Stream one server's RDB into `pending`, checking it on the way; raise if it is not sound."""
     pool = client.connection_pool
     connection = pool.get_connection()
     try:
         check = RdbCheck()
-        for chunk in _payload(connection):
+        for chunk in _sync_payload(connection):
             check.update(chunk)
-            output.write(chunk)
+            pending.write(chunk)
         check.verify()
     finally:
         # After SYNC the connection is a replica link: never hand it back for reuse.
@@ -188,9 +196,9 @@ def fetch_rdb(client: redis.Redis, output: Output) -> None:
 # Standalone: one series. Cluster: one series per primary, named by the hash slots it serves
 # (`slots-0-5460`), which survive a failover and a pod's new IP; `<host>_<port>` is how earlier
 # versions named them, matched so that retention ages those files out too.
-STANDALONE_NAME = re.compile(rf"redis-backup-{STAMP}\.rdb")
+STANDALONE_NAME = re.compile(rf"redis-backup-{STAMP_PATTERN}\.rdb")
 CLUSTER_NAME = re.compile(
-    rf"redis-backup-{STAMP}-(?P<series>slots-\d+-\d+|[A-Za-z0-9._]+_\d+)\.rdb"
+    rf"redis-backup-{STAMP_PATTERN}-(?P<series>slots-\d+-\d+|[A-Za-z0-9._]+_\d+)\.rdb"
 )
 
 SlotRanges = list[tuple[int, int]]
@@ -223,40 +231,45 @@ def series_name(ranges: SlotRanges) -> str:
     return f"slots-{first}-{last}"
 
 
-def describe(ranges: SlotRanges) -> str:
+def format_slot_ranges(ranges: SlotRanges) -> str:
     """Every range a primary serves, for the log line: "0-100,5000-5460"."""
     return ",".join(f"{first}-{last}" for first, last in ranges)
 
 
-def backup_redis(target: Target, dest: Path, keep_days: int) -> Iterator[Written]:
+def backup_redis(target: Target, dest: Path, keep_days: int) -> Iterator[BackupResult]:
     """One RDB per node (one per primary in a Cluster), each followed by retention."""
+    remove_stale_temps(dest, STANDALONE_NAME, CLUSTER_NAME)
     try:
         nodes = target.nodes()
+        # Per node: its name, client, series (cluster only) and what the log line adds.
+        plan: list[tuple[str, redis.Redis, str | None, dict[str, object]]]
         if target.settings.mode == "cluster":
             slots = primary_slots(target.client)
             # A primary that serves no slots holds no keys: nothing to back up.
             plan = [
-                (name, client, f"-{series_name(slots[name])}", {"slots": describe(slots[name])})
+                (name, client, series_name(ranges), {"slots": format_slot_ranges(ranges)})
                 for name, client in nodes
-                if name in slots
+                if (ranges := slots.get(name))
             ]
-            pattern, current = CLUSTER_NAME, {suffix[1:] for _, _, suffix, _ in plan}
+            pattern = CLUSTER_NAME
         else:
-            plan = [(name, client, "", {}) for name, client in nodes]
-            pattern, current = STANDALONE_NAME, set()
-        for name, client, suffix, details in plan:
+            plan = [(name, client, None, {}) for name, client in nodes]
+            pattern = STANDALONE_NAME
+        current_series = {series for _, _, series, _ in plan if series}
+        for name, client, series, details in plan:
             started = time.monotonic()
             now = datetime.now(UTC)
+            suffix = f"-{series}" if series else ""
             final = dest / f"redis-backup-{utc_stamp(now)}{suffix}.rdb"
             try:
-                with atomic_file(final) as output:
-                    fetch_rdb(client, output)
+                with atomic_file(final) as pending:
+                    fetch_rdb(client, pending)
             except BackupError as exc:
                 raise BackupError(f"backup of {name} failed: {exc}") from None
             # Over every series at once, so that files of series gone since age out too.
-            deleted = prune(dest, pattern, keep_days, now, current)
-            yield Written(
-                final, output.size, time.monotonic() - started, deleted, {"node": name, **details}
+            deleted = prune(dest, pattern, keep_days, now, current_series)
+            yield BackupResult(
+                final, pending.size, time.monotonic() - started, deleted, {"node": name, **details}
             )
     except redis.RedisError as exc:
         raise BackupError(

@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from lock_monitor.cli import cli
+from tests.markdown import DOCS, section
 from tests.servers import ROOT
 
 MANIFEST = ROOT / "deploy" / "k8s" / "backup-cronjob.yaml"
@@ -87,14 +88,17 @@ def test_backup_volumes_are_10gi(resources: dict[Any, Resource], claim: str) -> 
     assert spec["accessModes"] == ["ReadWriteOnce"]
 
 
-def test_redis_backup_reaches_redis_with_the_secret(resources: dict[Any, Resource]) -> None:
+def test_redis_backup_reaches_redis_as_its_own_user(resources: dict[Any, Resource]) -> None:
     pod = resources[("CronJob", "redis-backup")]["spec"]["jobTemplate"]["spec"]["template"]
-    env = {var["name"]: var for var in pod["spec"]["containers"][0]["env"]}
-    assert env["LOCK_MONITOR_REDIS_URL"]["value"] == "redis://redis:6379/0"
-    assert env["REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"] == {
-        "name": "redis-secret",
-        "key": "password",
-    }
+    env = {var["name"]: var["value"] for var in pod["spec"]["containers"][0]["env"]}
+    assert env["LOCK_MONITOR_REDIS_URL"] == "redis://redis:6379/0"
+    assert env["LOCK_MONITOR_REDIS_USERNAME"] == "backup"
+    volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
+    mounts = {m["mountPath"]: m["name"] for m in pod["spec"]["containers"][0]["volumeMounts"]}
+    directory, _, name = env["LOCK_MONITOR_REDIS_PASSWORD_FILE"].rpartition("/")
+    secret = volumes[mounts[directory]]["secret"]
+    assert secret["secretName"] == "redis-acl"
+    assert secret["items"] == [{"key": "backup-password", "path": name}]
 
 
 def test_db_backup_mounts_the_backend_database(resources: dict[Any, Resource]) -> None:
@@ -103,8 +107,21 @@ def test_db_backup_mounts_the_backend_database(resources: dict[Any, Resource]) -
     env = {var["name"]: var["value"] for var in container["env"]}
     mounts = {mount["name"]: mount["mountPath"] for mount in container["volumeMounts"]}
     assert env["LOCK_MONITOR_DB"].startswith(mounts["backend-data"] + "/")
-    term = pod["affinity"]["podAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][0]
+    [term] = pod["affinity"]["podAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
     assert term["topologyKey"] == "kubernetes.io/hostname"
+    # The one pod that owns the ReadWriteOnce volume, named by the claim: not every app=backend
+    # replica (another node means a Multi-Attach error until the deadline).
+    volumes = {volume["name"]: volume for volume in pod["volumes"]}
+    claim = volumes["backend-data"]["persistentVolumeClaim"]["claimName"]
+    assert term["labelSelector"] == {"matchLabels": {"lock-monitor/volume-owner": claim}}
+
+
+def test_the_volumes_note_wait_for_first_consumer_and_off_cluster_copies() -> None:
+    """A zonal PVC created before its pod can land where the Job cannot run."""
+    header = MANIFEST.read_text().split("\napiVersion:", 1)[0]
+    assert "WaitForFirstConsumer" in header
+    assert "Off-cluster copies" in header
+    assert section(DOCS / "backups.md", "Off-cluster copies")
 
 
 @pytest.mark.parametrize("name", JOBS)
