@@ -21,9 +21,10 @@ lint: $(STAMP)
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy
 
-# Not part of `make test`: about two minutes against 1,000,000 keys (see docs/performance.md).
+# Not part of `make test`: about five minutes against 1,000,000 keys (see docs/performance.md).
 bench: $(STAMP)
 	$(PY) benchmarks/bench.py
+	$(PY) benchmarks/events_bench.py
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)

@@ -16,6 +16,8 @@ if TYPE_CHECKING:
 
 RedisMode = Literal["standalone", "cluster", "sentinel"]
 REDIS_MODES: tuple[RedisMode, ...] = get_args(RedisMode)
+EventsMode = Literal["auto", "on", "off"]
+EVENTS_MODES: tuple[EventsMode, ...] = get_args(EventsMode)
 REDIS_SCHEMES = ("redis", "rediss")
 ERROR_TEXT_LIMIT = 300  # characters of an error text kept, after the passwords are removed
 
@@ -38,6 +40,7 @@ DEFAULT_STUCK_THRESHOLD = 30.0
 DEFAULT_INTERVAL = 5.0
 MAX_INTERVAL = 86_400.0
 DEFAULT_MAX_REDIS_LOAD = 0.05
+DEFAULT_EVENTS: EventsMode = "auto"  # follow keyspace events between passes (docs/events.md)
 DEFAULT_WATCH_EVERY = 2.0  # seconds between refreshes of `locks --watch`
 # Between two successful passes a healthy monitor waits at most MAX_PACED_WAIT_SECONDS (or
 # --interval, if longer) and reads for at most --pass-timeout. By default the two fit in
@@ -146,6 +149,7 @@ class ScanSettings:
     stuck_threshold: float = DEFAULT_STUCK_THRESHOLD
     interval: float = DEFAULT_INTERVAL
     max_redis_load: float = DEFAULT_MAX_REDIS_LOAD
+    events: EventsMode = DEFAULT_EVENTS
     pass_timeout: float | None = None  # None: default_pass_timeout(interval)
 
     @property

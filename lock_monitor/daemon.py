@@ -12,6 +12,8 @@ from typing import Any
 from lock_monitor import __version__
 from lock_monitor.config import RedisSettings, ScanSettings, ServerSettings
 from lock_monitor.errors import OperatorError
+from lock_monitor.events import Events
+from lock_monitor.liveset import LiveSet
 from lock_monitor.metrics import build_registry
 from lock_monitor.monitor import Monitor
 from lock_monitor.web import App, HttpServer
@@ -62,8 +64,13 @@ def serve(
         http=server_settings.redacted(),
     )
 
-    monitor = Monitor(redis, scan, log=log)
-    registry = build_registry(lambda: monitor.state, redis.mode)
+    events = None
+    if scan.events != "off":
+        live = LiveSet(scan.stuck_threshold)
+        events = Events(redis, scan.pattern, scan.events, live, log)
+    monitor = Monitor(redis, scan, log=log, events=events)
+    view = events.view if events is not None else None
+    registry = build_registry(lambda: monitor.state, redis.mode, view)
     web = server_settings.web
     app = App(
         lambda: monitor.state,
@@ -74,6 +81,7 @@ def serve(
         scan.interval,
         stuck_threshold=scan.stuck_threshold,
         history=monitor.history,
+        events=view,
         auth=BasicAuth(web.users) if web and web.users else None,
         headers=web.headers if web else (),
     )

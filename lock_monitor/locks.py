@@ -167,10 +167,16 @@ class LockTracker:
         return sum(map(len, self._previous))
 
     def add_page(
-        self, page: Page, node: str, older_than: float = math.inf, newly_stuck_wanted: int = 0
+        self,
+        page: Page,
+        node: str,
+        older_than: float = math.inf,
+        newly_stuck_wanted: int = 0,
+        held: list[tuple[bytes, float, bool, bool]] | None = None,
     ) -> PageVerdict:
         """Classify a page from `node`: counts for all its locks, and in full the locks older
-        than `older_than` and the first `newly_stuck_wanted` that became stuck."""
+        than `older_than` and the first `newly_stuck_wanted` that became stuck. `held`, when
+        given, receives each lock as (key, when taken, has a TTL, dated by its value)."""
         now, threshold = page.now, self.stuck_threshold
         self._current_now[node] = now
         previous_now = self._previous_now.get(node, -math.inf)
@@ -211,6 +217,9 @@ class LockTracker:
                         newly.append((index, start, print_))
             if age > older_than:
                 older.append((index, start))
+            if held is not None:
+                taken = start if age > 0 else now  # a timestamp ahead of Redis' clock: now
+                held.append((key, taken, page.pttls[index] >= 0, stamp is not None))
         pttls = page.pttls
         return PageVerdict(
             active=len(values) - len(repeated),

@@ -7,15 +7,19 @@ Reading is `passes.read_pass`, when to run next is `schedule`, which locks to lo
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import Any
 
 import structlog
 
 from lock_monitor.config import RedisSettings, ScanSettings
 from lock_monitor.connection import Target, connect
+from lock_monitor.events import Events
 from lock_monitor.history import History
+from lock_monitor.liveset import PassLock
 from lock_monitor.locks import LockTracker
 from lock_monitor.passes import NodeStatus, PassFailed, PassResult, describe_error, read_pass
 from lock_monitor.schedule import backoff_delay, paced_delay
@@ -61,6 +65,7 @@ class Monitor:
     connector: Callable[[RedisSettings], Target] = connect
     log: Any = field(default_factory=lambda: structlog.get_logger("lock_monitor"))
     history: History = field(default_factory=History)  # the recent passes, for the page's charts
+    events: Events | None = None  # the keyspace-event subscribers, when --events is not off
 
     def __post_init__(self) -> None:
         self.state = MonitorState(delay_seconds=self.scan.interval)
@@ -68,16 +73,25 @@ class Monitor:
         self._target: Target | None = None
         self._stuck = StuckMemory()  # the locks stuck in the last pass
         self._failures = 0
+        self._min_wait = 0.0  # the shortest wait pacing allows after the last pass
         self._paced_on_wall_time = False  # logged once: the ACL refuses INFO
         self._stop = threading.Event()
+        self._soon = threading.Event()  # a pass is wanted early (events just subscribed)
         self._thread = threading.Thread(target=self._loop, name="pass-loop", daemon=True)
+        if self.events is not None:
+            self.events.on_subscribed = self._soon.set
 
     def start(self) -> None:
+        if self.events is not None:
+            self.events.start()
         self._thread.start()
 
     def stop(self, timeout: float = 1.0) -> None:
         self._stop.set()
+        self._soon.set()
         self._thread.join(timeout)
+        if self.events is not None:
+            self.events.stop(timeout)
 
     def is_alive(self) -> bool:
         return self._thread.is_alive() and not self._stop.is_set()
@@ -85,26 +99,41 @@ class Monitor:
     def _loop(self) -> None:
         while not self._stop.is_set():
             delay = self.step()
-            self._stop.wait(delay)
+            waited_from = time.monotonic()
+            if self._soon.wait(delay):
+                # Events were (re)subscribed: only a pass that starts now can make the live
+                # set current, so it comes as soon as the pacing allows, not an interval later.
+                self._soon.clear()
+                self._stop.wait(self._min_wait - (time.monotonic() - waited_from))
 
     def step(self) -> float:
         """One pass with its bookkeeping; returns how long to wait before the next.
 
-        Readers return results and only this method publishes them. The pass reader is the
-        one source today; a keyspace-event subscriber would be the second, beside it: its
-        thread hands what it saw to the loop, which folds it into the state here.
+        Readers return results and only this method publishes them. The keyspace events,
+        when followed, keep their own live set between passes; a complete pass is folded
+        into it here (a pass is the truth: it corrects whatever the events missed).
         """
+        events = self.events
+        mark = events.begin_pass() if events is not None else None
+        # A pass gathers its locks for the live set only while every node is subscribed: the
+        # set is of no use otherwise, and a million locks would cost hundreds of MB each pass.
+        held: list[PassLock] | None = [] if mark is not None and mark.subscribed else None
         try:
             if self._target is None:
                 self._target = self.connector(self.redis)
-            result = read_pass(self._target, self.scan, self._tracker, self._stuck)
+            result = read_pass(self._target, self.scan, self._tracker, self._stuck, held=held)
         except PassFailed as failed:
             self._drop_target()
             self._on_failure(str(failed), failed.nodes)
         except Exception as exc:  # connecting (a cluster reads its topology then) failed
             self._on_failure(describe_error(exc, self.redis), self.state.nodes)
         else:
+            if events is not None and mark is not None and held is not None:
+                events.reconcile(mark, held)
             self._on_success(result)
+            return self.state.delay_seconds
+        if events is not None:
+            events.pass_failed()
         return self.state.delay_seconds
 
     def _drop_target(self) -> None:
@@ -140,12 +169,11 @@ class Monitor:
                 "oldest_age_seconds": snapshot.oldest_age_seconds,
             },
         )
-        delay = paced_delay(
-            result.redis_seconds,
-            result.snapshot.duration_seconds,
-            self.scan.interval,
-            self.scan.max_redis_load,
-        )
+        # An early pass (events just subscribed) waits only what the pacing asks, on the same
+        # Redis time and under the same cap as the regular wait.
+        pace = partial(paced_delay, result.redis_seconds, snapshot.duration_seconds)
+        delay = pace(self.scan.interval, self.scan.max_redis_load)
+        self._min_wait = pace(0.0, self.scan.max_redis_load)
         self.state = replace(
             previous,
             redis_up=True,
@@ -165,12 +193,13 @@ class Monitor:
         elif message != previous.last_error:
             self.log.warning("redis_still_unavailable", error=message)
         self._failures += 1
+        self._min_wait = backoff_delay(self._failures, self.scan.interval)
         self.state = replace(
             previous,
             redis_up=False,
             last_error=message,
             scans_error=previous.scans_error + 1,
-            delay_seconds=backoff_delay(self._failures, self.scan.interval),
+            delay_seconds=self._min_wait,
             paced=False,
             nodes=nodes,
         )

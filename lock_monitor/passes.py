@@ -18,6 +18,7 @@ from redis.exceptions import AskError, ClusterCrossSlotError, ClusterDownError, 
 from lock_monitor.config import RedisSettings, ScanSettings
 from lock_monitor.connection import Target, describe_tls_error
 from lock_monitor.deadline import PassBudget
+from lock_monitor.liveset import PassLock
 from lock_monitor.locks import Lock, LockTracker
 from lock_monitor.scanner import command_seconds, read_pages
 from lock_monitor.snapshot import OLDEST_SHOWN, Snapshot, SnapshotBuilder
@@ -75,13 +76,15 @@ def read_pass(
     previously_stuck: StuckMemory,
     keep_oldest: int | None = OLDEST_SHOWN,
     each: Callable[[Sequence[Lock]], None] | None = None,
+    held: list[PassLock] | None = None,
 ) -> PassResult:
     """Read every node of `target` once; return what the pass saw, or raise `PassFailed`.
 
     Every node is tried even after one fails, so the failure names all that are down. A
     failed pass leaves `tracker` as it was: a partial pass must not make locks look released.
     `keep_oldest=None` keeps every lock in the snapshot, not only the oldest few; `each`
-    is handed every lock as it is read, a page at a time, unsorted.
+    is handed every lock as it is read, a page at a time, unsorted. `held`, when given,
+    receives every lock in the form the live set reconciles with.
     """
     started = time.monotonic()
     budget = PassBudget(scan.deadline_seconds)
@@ -100,7 +103,7 @@ def read_pass(
                 for page in read_pages(client, scan.pattern, scan.count, cluster, budget):
                     older_than = -math.inf if each else builder.older_than()
                     wanted = STUCK_LOG_LIMIT - len(stuck.new)
-                    verdict = tracker.add_page(page, name, older_than, wanted)
+                    verdict = tracker.add_page(page, name, older_than, wanted, held)
                     if each:
                         each(verdict.older)
                     builder.add(verdict)

@@ -15,6 +15,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from lock_monitor.charts import charts
+from lock_monitor.events import EventsView
 from lock_monitor.history import Series, Window
 from lock_monitor.locks import VALUE_DISPLAY_LIMIT, Lock
 from lock_monitor.monitor import MonitorState
@@ -76,10 +77,11 @@ def status_document(
     one_pass: bool = False,
     *,
     stuck_threshold: float,
+    events: EventsView | None = None,
 ) -> dict[str, Any]:
     """The document (its schema is in the docs): `locks` defaults to the snapshot's oldest;
     `one_pass` is for `lock-monitor locks`, which has no next pass to wait for and no
-    memory of earlier sightings."""
+    memory of earlier sightings; `events` is the keyspace events' view (None: not followed)."""
     snapshot = state.snapshot
     if locks is None:
         locks = () if snapshot is None else snapshot.oldest
@@ -105,7 +107,67 @@ def status_document(
         "next_pass_delay_seconds": None if one_pass else round(state.delay_seconds, 3),
         "pacing_active": state.paced,
         "locks": [lock_entry(lock, one_pass) for lock in locks],
+        "events": None if events is None else events_document(events),
     }
+
+
+def events_document(view: EventsView) -> dict[str, Any]:
+    """The keyspace events: their state, the live counts, the counters since start."""
+    status, counters = view.status, view.counters
+    return {
+        "mode": status.mode,
+        "state": status.state,
+        "reason": status.reason,
+        "up": status.up,
+        "nodes": [{"node": name, "state": state} for name, state in status.nodes],
+        "live": None
+        if view.counts is None
+        else {
+            "active": view.counts.active,
+            "stuck": view.counts.stuck,
+            "without_ttl": view.counts.without_ttl,
+            "oldest_age_seconds": round(view.counts.oldest_age_seconds, 3),
+        },
+        "counters": None
+        if not status.ever_live
+        else {
+            "acquisitions": counters.acquisitions,
+            "renewals": counters.renewals,
+            **counters.releases,
+            "received": counters.received,
+            "reconnects": status.reconnects,
+            "corrections": counters.corrections,
+        },
+        "recent_ends": [
+            {
+                "key": end.key,
+                "outcome": end.outcome,
+                "hold_seconds": None if end.hold_seconds is None else round(end.hold_seconds, 3),
+                "ended_at": round(end.ended_at, 3),
+            }
+            for end in reversed(counters.recent)
+        ],
+    }
+
+
+def events_summary(events: dict[str, Any]) -> str:
+    """One line for people: the state, and the counters since start."""
+    line = f"events {events['state']}"
+    if events["reason"]:
+        line += f" ({printable(events['reason'])})"
+    counters = events["counters"]
+    if counters:
+        line += (
+            f"; since start {counters['acquisitions']} acquired, {counters['released']} released, "
+            f"{counters['expired']} expired, {counters['evicted']} evicted, "
+            f"{counters['renewals']} renewed"
+        )
+    return line
+
+
+def held_for(value: float | None) -> str:
+    """How long a lock that ended was held; unknown when its acquisition was not seen."""
+    return UNKNOWN if value is None else f"{value:.3f}s"
 
 
 def seconds(value: float | None) -> str:
@@ -127,8 +189,9 @@ def stuck_first(locks: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def lock_table(document: dict[str, Any]) -> str:
-    """The locks as aligned columns (the value last: it may be long), stuck ones first, then
-    the counts, and why some ages are unknown when they are."""
+    """The locks as aligned columns (the value last: it may be long), stuck ones first, the
+    keyspace events' line and last ends when there are events, then the counts, and why some
+    ages are unknown when they are."""
     header = ("KEY", "AGE", "TTL", "STUCK", "VALUE")
     lines = [header] + [
         (
@@ -154,7 +217,16 @@ def lock_table(document: dict[str, Any]) -> str:
     )
     unknown = last.get("unknown_age", 0)
     why = [f"{unknown} of unknown age: {UNKNOWN_AGE_WHY}"] if unknown else []
-    return "\n".join([*rows, summary, *why])
+    events = document.get("events")
+    ends = (
+        []
+        if not events
+        else [
+            f"{end['outcome']}: {printable(end['key'])} (held {held_for(end['hold_seconds'])})"
+            for end in events["recent_ends"]
+        ]
+    )
+    return "\n".join([*rows, *([events_summary(events)] if events else []), *ends, summary, *why])
 
 
 # --- the status page -------------------------------------------------------------------------
@@ -227,6 +299,9 @@ def _counts(document: dict[str, Any]) -> str:
     if last is None:
         return ""
     oldest = max((lock["age_seconds"] or 0.0 for lock in document["locks"]), default=0.0)
+    live = (document.get("events") or {}).get("live")
+    if live:  # the events' live set: the same numbers as /metrics, now
+        last, oldest = live, live["oldest_age_seconds"]
     tiles = [
         ("active", "active", last["active"]),
         ("stuck", "stuck alert" if last["stuck"] else "stuck", last["stuck"]),
@@ -349,6 +424,7 @@ def status_page(
 <p id="exporter" class="status down" hidden></p>
 <section id="counts" class="counts{stale}" data-live>{_counts(document)}</section>
 <section id="charts" class="charts{stale}" data-live>{drawn}</section>
+<section id="events" class="events" data-live>{events_section(document.get("events"))}</section>
 <h2>Locks</h2>
 <p class="filter" hidden><label>Filter by key <input id="filter" type="search"
  autocomplete="off" placeholder="part of a key"></label> <span id="shown"></span></p>
@@ -360,3 +436,24 @@ def status_page(
 <a href="/healthz">/healthz</a> · <a href="/readyz">/readyz</a></footer>
 </body></html>
 """
+
+
+def events_section(events: dict[str, Any] | None) -> str:
+    """The page's keyspace-events part: state and counters, the locks that ended badly."""
+    if events is None:
+        return ""
+    esc = _html_text
+    ends = "".join(
+        f'<tr><td data-label="Key"><code class="key">{esc(end["key"])}</code></td>'
+        f'<td data-label="Outcome">{esc(end["outcome"])}</td>'
+        f'<td data-label="Held">{held_for(end["hold_seconds"])}</td></tr>'
+        for end in events["recent_ends"]
+    )
+    table = (
+        "<p>The last evicted or expired locks, newest first:</p><table><thead><tr><th>Key</th>"
+        f"<th>Outcome</th><th>Held</th></tr></thead><tbody>{ends}</tbody></table>"
+        if ends
+        else ""
+    )
+    live = " The counts above are live." if events["live"] else ""
+    return f"<h2>Keyspace events</h2><p>{esc(events_summary(events))}.{live}</p>{table}"

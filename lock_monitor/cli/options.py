@@ -24,6 +24,7 @@ from lock_monitor.cli.validation import (
     web_config,
 )
 from lock_monitor.config import (
+    DEFAULT_EVENTS,
     DEFAULT_INTERVAL,
     DEFAULT_LISTEN_ADDRESS,
     DEFAULT_LOG_FORMAT,
@@ -269,6 +270,7 @@ def scan_settings(params: dict[str, Any]) -> ScanSettings:
         stuck_threshold=params["stuck_threshold"],
         interval=params.get("interval", DEFAULT_INTERVAL),
         max_redis_load=params.get("max_redis_load", DEFAULT_MAX_REDIS_LOAD),
+        events=params.get("events", DEFAULT_EVENTS),
         pass_timeout=params["pass_timeout"],
     )
 

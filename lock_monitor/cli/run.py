@@ -21,8 +21,16 @@ from lock_monitor.cli.options import (
     start_logging,
 )
 from lock_monitor.cli.validation import FiniteFloat
-from lock_monitor.config import DEFAULT_INTERVAL, DEFAULT_MAX_REDIS_LOAD
+from lock_monitor.config import (
+    DEFAULT_EVENTS,
+    DEFAULT_INTERVAL,
+    DEFAULT_MAX_REDIS_LOAD,
+    EVENTS_MODES,
+    RedisSettings,
+)
+from lock_monitor.connection import connect
 from lock_monitor.daemon import serve, stop_on_signals
+from lock_monitor.events import RECOMMENDED_SETTING, startup_problem
 
 MODE_EXAMPLES = """\b
 Examples, one per mode:
@@ -44,6 +52,14 @@ Examples, one per mode:
     default=DEFAULT_MAX_REDIS_LOAD,
     help="Largest share of Redis' time the passes may take; long passes stretch the wait.",
 )
+@option(
+    "--events",
+    type=click.Choice(EVENTS_MODES),
+    default=DEFAULT_EVENTS,
+    help="Follow the lock keys' keyspace events between passes (Redis must publish "
+    f"{RECOMMENDED_SETTING}): auto uses them when the server publishes them; on also refuses "
+    "to start when it does not; off: passes only.",
+)
 @LISTEN_ADDRESS
 @port_option
 @WEB_CONFIG_FILE
@@ -52,4 +68,18 @@ def run(**params: Any) -> None:
     """Run the exporter: scan the locks in the background and serve the results."""
     log = start_logging(params)  # first: building the settings may log a warning
     redis, scan, server = redis_settings(params), scan_settings(params), server_settings(params)
+    if scan.events == "on":
+        require_events(redis)
     serve(redis, scan, server, log, stop_on_signals(log))
+
+
+class EventsNotPublished(click.ClickException):
+    """`--events on` against a server that says it will not publish them: a setup error."""
+
+    exit_code = 2
+
+
+def require_events(redis: RedisSettings) -> None:
+    problem = startup_problem(redis, connect)
+    if problem is not None:
+        raise EventsNotPublished(f"--events on: {redis.scrub(problem)}")

@@ -14,7 +14,7 @@ from typing import Any
 
 from lock_monitor.config import RedisSettings, ScanSettings, ServerSettings
 from lock_monitor.daemon import serve
-from lock_monitor.demo.redis_server import RedisProcess, find_redis_server
+from lock_monitor.demo.redis_server import DEMO_ARGS, RedisProcess, find_redis_server
 from lock_monitor.demo.traffic import Traffic
 
 
@@ -26,7 +26,7 @@ def run_demo(
     on_serving: Callable[[int], None],
 ) -> None:
     """A throwaway Redis with booking traffic, watched by the exporter until `stop` is set."""
-    with RedisProcess(find_redis_server()) as redis_process:
+    with RedisProcess(find_redis_server(), *DEMO_ARGS) as redis_process:
         log.info(
             "demo_redis_started",
             binary=redis_process.binary,

@@ -18,6 +18,14 @@ from lock_monitor.errors import OperatorError
 
 START_TIMEOUT = 10.0  # seconds for redis-server to answer PING
 STOP_TIMEOUT = 1.0  # seconds for redis-server to exit on SIGTERM before it is killed
+# The guide's eviction policy on a small memory (a few MB above an empty server's own use), so
+# that the traffic's noise evicts a held lock now and then; and the keyspace events that
+# lock-monitor follows.
+DEMO_ARGS = (
+    "--maxmemory", "4mb",
+    "--maxmemory-policy", "allkeys-lru",
+    "--notify-keyspace-events", "Kg$xeh",
+)  # fmt: skip
 
 
 class DemoError(OperatorError):
@@ -53,8 +61,9 @@ class RedisProcess:
     before the demo has stopped what uses it.
     """
 
-    def __init__(self, binary: str) -> None:
+    def __init__(self, binary: str, *args: str) -> None:
         self.binary = binary
+        self.args = args  # more redis-server options
         self.port = 0
         self.workdir: Path | None = None
         self.process: subprocess.Popen[bytes] | None = None
@@ -83,6 +92,7 @@ class RedisProcess:
             "--appendonly", "no",
             "--daemonize", "no",
             "--logfile", str(self.workdir / "redis.log"),
+            *self.args,
         ]
         # fmt: on
         try:

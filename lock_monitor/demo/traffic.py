@@ -1,6 +1,6 @@
 """Booking traffic for the demo: appointments booked the way the backend books them, with the
 faults operators meet (holders that crash, a stuck worker that keeps renewing a dead lock,
-locks without a TTL)."""
+locks without a TTL, and cache writes that make a small Redis evict held locks)."""
 
 from __future__ import annotations
 
@@ -26,6 +26,7 @@ class TrafficStats:
     crashed: int = 0  # left to expire after 30 s
     renewed_by_stuck_worker: int = 0
     without_ttl: int = 0
+    noise_bursts: int = 0  # cache writes until Redis evicted keys (held locks among them)
 
 
 @dataclass
@@ -60,6 +61,10 @@ class Traffic:
 
     RENEW_EVERY = 10.0  # a Redisson-like watchdog renews a 30 s lock every 10 s
     RETRIES = 5
+    NOISE_EVERY = (15.0, 35.0)  # seconds between cache bursts; the first within 15 s
+    NOISE_VALUE = b"x" * 4096
+    NOISE_TTL_MS = 3000  # cache entries go soon: at the next burst the idlest keys are locks
+    NOISE_LIMIT = 5000  # keys per burst at most, whatever the server's memory
 
     def __post_init__(self) -> None:
         self._stop = threading.Event()
@@ -71,6 +76,11 @@ class Traffic:
         self._threads.append(
             threading.Thread(
                 target=self._guard, args=(self._faults, self.workers), name="traffic-faults"
+            )
+        )
+        self._threads.append(
+            threading.Thread(
+                target=self._guard, args=(self._noise, self.workers + 1), name="traffic-noise"
             )
         )
 
@@ -167,3 +177,23 @@ class Traffic:
         self._count("renewed_by_stuck_worker" if renewing else "without_ttl")
         lifetime = rng.uniform(40, 120) if renewing else rng.uniform(60, 180)
         faults.append(_Fault(key, renewing, now + lifetime, now + self.RENEW_EVERY))
+
+    def _noise(self, rng: random.Random, number: int) -> None:
+        """Now and then a burst of short-lived cache entries, until Redis (at maxmemory, with
+        allkeys-lru) evicts: the keys idle longest then are held locks, so a few are evicted."""
+        written, wait = 0, rng.uniform(*self.NOISE_EVERY) / 2
+        while not self._stop.wait(wait):
+            wait = rng.uniform(*self.NOISE_EVERY)
+            before = self._evicted()
+            for _ in range(0, self.NOISE_LIMIT, 50):
+                pipe = self.client.pipeline(transaction=False)
+                for _ in range(50):
+                    pipe.set(f"cache:demo:{written}", self.NOISE_VALUE, px=self.NOISE_TTL_MS)
+                    written += 1
+                pipe.execute()
+                if self._evicted() > before or self._stop.is_set():
+                    break
+            self._count("noise_bursts")
+
+    def _evicted(self) -> int:
+        return int(self.client.info("stats")["evicted_keys"])

@@ -19,6 +19,7 @@ DEPLOY = ROOT / "deploy"
 K8S = DEPLOY / "k8s"
 ALERTS = DEPLOY / "prometheus" / "alerts.yml"
 DASHBOARD = DEPLOY / "grafana" / "dashboards" / "appointment-performance.json"
+LOCKS_DASHBOARD = DEPLOY / "grafana" / "dashboards" / "locks.json"  # lock-monitor's own
 
 _KEYWORDS = {"and", "or", "unless", "bool", "offset", "inf", "nan"}
 _HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")

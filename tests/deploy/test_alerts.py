@@ -43,6 +43,9 @@ EXPECTED = {
     "AppointmentQueueTooLong": ("> 100", "10m", "warning"),
     "LockMonitorDown": ("up == 0", "2m", "warning"),
     "LockMonitorStale": (") > 120", None, "warning"),
+    "LockEvicted": ("increase(lock_monitor_lock_releases_total[5m]) > 0", None, "critical"),
+    "LocksExpiringUnreleased": (") > 0.1", "5m", "warning"),
+    "LockMonitorEventsDown": ("lock_monitor_events_up == 0", "10m", "warning"),
 }
 UNIT_TESTS = DEPLOY / "prometheus" / "tests" / "alerts_test.yml"
 SCRAPE_INTERVAL = 30  # seconds: kube-prometheus-stack's default, and the unit tests' spacing

@@ -55,6 +55,7 @@ def test_redis_has_the_guides_settings(services: dict[str, Any]) -> None:
     assert settings == {
         "--maxmemory": "256mb",
         "--maxmemory-policy": "allkeys-lru",
+        "--notify-keyspace-events": "Kg$$xeh",  # Compose reads $$ as one $
         "--appendonly": "yes",
     }
 

@@ -82,3 +82,21 @@ def test_a_section_ends_at_the_next_heading_of_its_level(tmp_path: Path) -> None
     assert section(page, "A") == "\none\n\n### A.1\n\ntwo\n\n"
     with pytest.raises(AssertionError, match="no section '## C'"):
         section(page, "C")
+
+
+def test_the_lock_library_acl_example_is_the_minimal_user_for_its_pattern() -> None:
+    """The guide's pottery example is the documented minimal user with only the prefix changed."""
+    [minimal] = [
+        line
+        for line in section(DOCS / "configuration.md", "A minimal Redis user").splitlines()
+        if line.startswith("ACL SETUSER lockmon")
+    ]
+    [example] = [
+        line
+        for line in (DOCS / "lock-libraries.md").read_text().splitlines()
+        if line.startswith("ACL SETUSER lockmon")
+    ]
+    expected = minimal.replace("%R~lock:*", "%R~redlock:*").replace(
+        "&__keyspace@0__:lock:appointment:*", "&__keyspace@0__:redlock:*"
+    )
+    assert example == expected

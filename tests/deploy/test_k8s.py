@@ -13,6 +13,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from lock_monitor.events import missing_classes
 from tests.deploy.helpers import (
     K8S,
     Resource,
@@ -70,6 +71,8 @@ def test_redis_statefulset_settings(rendered: list[Resource], pod: Resource) -> 
     assert settings["--maxmemory"] == "256mb"
     assert settings["--maxmemory-policy"] == "allkeys-lru"
     assert settings["--appendonly"] == "yes"
+    assert not missing_classes(settings["--notify-keyspace-events"])  # lock-monitor's events
+    assert "h" in settings["--notify-keyspace-events"]  # hash (Redisson) locks too
     # the users, the default (backend's) one included, come from the ACL file in redis-acl
     assert "--requirepass" not in settings
     assert settings["--aclfile"] == "/etc/redis-acl/users.acl"
@@ -277,12 +280,11 @@ def test_prometheus_rule_and_dashboard_config_map(rendered: list[Resource]) -> N
     rule = find(rendered, "PrometheusRule", "lock-monitor-alerts")
     source = yaml.safe_load((ROOT / "deploy" / "prometheus" / "alerts.yml").read_text())
     assert rule["spec"]["groups"] == source["groups"]
-    cm = find(rendered, "ConfigMap", "grafana-dashboard-appointment-performance")
-    assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
-    dashboard = ROOT / "deploy" / "grafana" / "dashboards" / "appointment-performance.json"
-    assert json.loads(cm["data"]["appointment-performance.json"]) == json.loads(
-        dashboard.read_text()
-    )
+    for name in ("appointment-performance", "locks"):
+        cm = find(rendered, "ConfigMap", f"grafana-dashboard-{name}")
+        assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
+        dashboard = ROOT / "deploy" / "grafana" / "dashboards" / f"{name}.json"
+        assert json.loads(cm["data"][f"{name}.json"]) == json.loads(dashboard.read_text())
 
 
 def test_kustomization_leaves_room_for_backups() -> None:

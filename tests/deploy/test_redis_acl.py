@@ -23,7 +23,15 @@ import yaml
 from tests.deploy.conftest import ManifestRedis, mount_secret
 from tests.deploy.helpers import K8S, Resource, container, find
 from tests.markdown import CONFIGURATION_DOC, DOCS
-from tests.servers import Metrics, free_port, monitor_env, require_binary, run_monitor, wait_for
+from tests.servers import (
+    Metrics,
+    free_port,
+    monitor_env,
+    require_binary,
+    run_monitor,
+    running_monitor,
+    wait_for,
+)
 
 EXAMPLE = K8S / "redis-acl.example.yaml"
 EXAMPLE_SECRET = yaml.safe_load(EXAMPLE.read_text())
@@ -112,6 +120,24 @@ def test_the_monitor_reads_locks_as_lockmon_and_can_write_nothing(
         lockmon.set("lock:appointment:2", "1")
     with pytest.raises(redis.exceptions.NoPermissionError):
         lockmon.get("session:1")
+
+
+def test_the_monitor_follows_the_lock_events_as_lockmon(
+    pod: Resource, manifest_redis: ManifestRedis, tmp_path: Path
+) -> None:
+    """The manifest's Redis publishes them and lockmon may subscribe: events are live. (It
+    may not read the setting with CONFIG GET: the first event tells.)"""
+    env = client_env(pod["spec"], "lock-monitor", manifest_redis, tmp_path)
+    env["LOCK_MONITOR_LISTEN_ADDRESS"] = "127.0.0.1"  # the test picks the port
+    with running_monitor(env=monitor_env(**env)) as monitor:
+
+        def events_state() -> str:
+            return str(json.loads(monitor.get("/locks")[1])["events"]["state"])
+
+        wait_for(lambda: events_state() == "unverified", what="subscribed")
+        manifest_redis.client().set("lock:appointment:1", "1700000000000", px=60_000)
+        wait_for(lambda: monitor.value("lock_monitor_events_up") == 1, what="events up")
+        assert monitor.value("lock_monitor_lock_acquisitions_total") == 1
 
 
 @contextmanager

@@ -132,3 +132,69 @@ def test_daemon_follows_a_failover_without_restart(cluster: ClusterServers) -> N
         if victim.process is None:
             victim.start()  # rejoins as a replica: the cluster is whole again for other tests
             cluster.wait_healthy()
+
+
+def events_document(monitor: MonitorProcess) -> dict[str, Any]:
+    document: dict[str, Any] = json.loads(monitor.get("/locks")[1])["events"]
+    return document
+
+
+def test_events_from_every_primary_and_across_a_failover(cluster: ClusterServers) -> None:
+    """A subscriber per primary; when one dies, its replica's events are followed instead."""
+    seed = cluster.servers[0]
+    victim = next(server for server in cluster.primaries() if server is not seed)
+    args = ("--redis-mode", "cluster", "--redis-url", seed.url, "--interval", "30")
+    client = cluster.client()
+    try:
+        with running_monitor(*args) as monitor:
+            wait_for(lambda: events_document(monitor)["live"], what="events live on every node")
+            subscribed = {node["node"] for node in events_document(monitor)["nodes"]}
+            assert subscribed == {node_name(server) for server in cluster.primaries()}
+            assert monitor.value("active_locks_count") == LOCKS
+
+            sizes = {server.port: server.client().dbsize() for server in cluster.primaries()}
+            keys = [f"lock:appointment:events-{i}" for i in range(30)]
+            set_locks(client, keys, age=0)
+            assert all(
+                server.client().dbsize() > sizes[server.port] for server in cluster.primaries()
+            )  # every primary took some: each subscriber had something to report
+            wait_for(
+                lambda: monitor.value("lock_monitor_lock_acquisitions_total") == len(keys),
+                what="an acquisition from every primary",
+            )
+            assert monitor.value("active_locks_count") == LOCKS + len(keys)
+
+            victim.stop()
+            wait_for(lambda: monitor.value("lock_monitor_events_up") == 0, what="events down")
+            cluster.wait_healthy()
+            after = {node_name(server) for server in cluster.primaries()}
+            wait_for(
+                lambda: (
+                    {n["node"] for n in events_document(monitor)["nodes"]} == after
+                    and events_document(monitor)["live"]
+                ),
+                what="subscribed to the new primary, reconciled",
+            )
+            assert monitor.value("lock_monitor_events_reconnects_total") == 1
+            promoted = next(s for s in cluster.primaries() if node_name(s) not in subscribed)
+            before = promoted.client().dbsize()
+            client.close()
+            client = cluster.client()
+            more = [f"lock:appointment:after-{i}" for i in range(30)]
+            set_locks(client, more, age=0)
+            assert promoted.client().dbsize() > before
+            wait_for(
+                lambda: (
+                    monitor.value("lock_monitor_lock_acquisitions_total") == len(keys) + len(more)
+                ),
+                what="acquisitions on the promoted replica",
+            )
+            assert monitor.value("active_locks_count") == LOCKS + len(keys) + len(more)
+            client.delete(*keys, *more)
+            wait_for(lambda: monitor.value("active_locks_count") == LOCKS, what="released")
+            assert monitor.value("lock_monitor_reconcile_corrections_total") == 0
+    finally:
+        client.close()
+        if victim.process is None:
+            victim.start()
+            cluster.wait_healthy()

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from lock_monitor.liveset import OUTCOMES
 from tests.servers import Metrics, free_port, monitor_command, monitor_env, require_binary, wait_for
 
 STOP_WITHIN = 2.0  # seconds from SIGTERM to exit
@@ -108,6 +109,19 @@ def test_demo_shows_stuck_locks_within_a_minute_at_the_default_threshold(
     )
     assert (metrics.value("lock_monitor_oldest_lock_age_seconds") or 0) > 30
     assert (metrics.value("active_locks_count") or 0) >= (metrics.value("stuck_locks_count") or 0)
+    # Every outcome of the keyspace events in the same minute: releases, expirations of the
+    # crashed holders, renewals by the stuck worker, evictions by the noise against maxmemory.
+    deadline = 60 - (time.monotonic() - demo.started)
+
+    def every_outcome() -> Metrics | None:
+        m = demo.metrics()
+        ends = [m.value("lock_monitor_lock_releases_total", outcome=o) or 0 for o in OUTCOMES]
+        return m if all(ends) else None
+
+    metrics = wait_for(every_outcome, max(deadline, 0.1), "every outcome")
+    assert metrics.value("lock_monitor_events_up") == 1
+    assert (metrics.value("lock_monitor_lock_renewals_total") or 0) > 0
+    assert (metrics.value("lock_monitor_lock_acquisitions_total") or 0) > 0
     demo.stop_and_check_clean()
 
 

@@ -42,7 +42,7 @@ def test_monitor_reads_leave_the_lru_clock_alone(valkey: RedisServer) -> None:
         target, ScanSettings(), LockTracker(ScanSettings.stuck_threshold), StuckMemory()
     )
     assert result.snapshot.active == 2
-    assert idle_seconds(valkey, "lock:appointment:1") >= 2  # MGET did not count as an access
+    assert idle_seconds(valkey, "lock:appointment:1") >= 2  # GETRANGE did not count as an access
     assert any("T" in c["flags"] for c in client.client_list())  # a no-touch connection
 
     client.get("lock:appointment:2")  # the control: an ordinary read does reset it

@@ -27,6 +27,7 @@ import yaml
 
 from tests.deploy.helpers import ALERTS, alert_rules, rule_generator
 from tests.servers import (
+    NOTIFY,
     MonitorProcess,
     RedisServer,
     free_port,
@@ -163,10 +164,12 @@ def add_locks(client: redis.Redis, ids: range, age_seconds: float) -> None:
         assert client.set(f"lock:appointment:{i}", value, px=300_000, nx=True)
 
 
-def evaluated_after(prometheus: PrometheusServer, moment: float) -> None:
-    """Wait until the lock-monitor rules were evaluated after `moment` (no fixed sleep)."""
+def evaluated_after(
+    prometheus: PrometheusServer, moment: float, group: str = "lock-monitor"
+) -> None:
+    """Wait until the `group` rules were evaluated after `moment` (no fixed sleep)."""
     wait_for(
-        lambda: prometheus.last_evaluation("lock-monitor") > moment + 1,
+        lambda: prometheus.last_evaluation(group) > moment + 1,
         timeout=15,
         what="a rule evaluation",
     )
@@ -235,6 +238,48 @@ def test_stale_rule_sees_a_monitor_that_never_succeeded(tmp_path: Path) -> None:
         labels = {"job": "lock-monitor", "namespace": GENERATOR.NAMESPACE, "instance": target}
         assert series["metric"] == labels
         assert 150 <= float(series["value"][1]) < 150 + 30  # seconds since the process started
+
+
+def test_lock_event_alerts_end_to_end(tmp_path: Path) -> None:
+    """Evicted and expiring locks, then events lost: each alert sees the exporter's series."""
+    memory = ("--maxmemory", "3mb", "--maxmemory-policy", "allkeys-lru")
+    with scraped_monitor(tmp_path, *NOTIFY, *memory) as (server, prometheus, _):
+        client = server.client()
+        events_up = 'lock_monitor_events_up{job="lock-monitor"}'
+        wait_for(lambda: prometheus.value(events_up) == 1, timeout=20, what="events up")
+        evaluated_after(prometheus, time.time(), "lock-events")
+        assert prometheus.alert_states("LockEvicted") == []
+
+        # Crashed holders: 60 locks expire, none released (over 3 a minute in 15m, 100 %).
+        for i in range(60):
+            client.set(f"lock:appointment:crashed-{i}", int(time.time() * 1000), px=100, nx=True)
+        # Noise against the small maxmemory evicts held locks.
+        held = [f"lock:appointment:held-{i}" for i in range(30)]
+        for key in held:
+            client.set(key, int(time.time() * 1000), px=300_000, nx=True)
+        noise = 0
+        while client.exists(*held) > 20:
+            client.set(f"noise:{noise}", "x" * 1000)
+            noise += 1
+
+        firing = wait_for(
+            lambda: [a for a in prometheus.alerts("LockEvicted") if a["state"] == "firing"],
+            timeout=20,
+            what="LockEvicted firing",
+        )
+        assert firing[0]["labels"]["severity"] == "critical"
+        assert firing[0]["labels"]["outcome"] == "evicted"
+        states = wait_for(
+            lambda: prometheus.alert_states("LocksExpiringUnreleased"), timeout=20, what="pending"
+        )
+        assert states == ["pending"], "its `for` is 5m"
+
+        server.stop()  # events down (and passes failing): LockMonitorEventsDown goes pending
+        wait_for(
+            lambda: prometheus.alert_states("LockMonitorEventsDown") == ["pending"],
+            timeout=20,
+            what="LockMonitorEventsDown pending",
+        )
 
 
 def test_prometheus_scrapes_over_tls_with_basic_auth(tmp_path: Path) -> None:

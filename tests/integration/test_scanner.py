@@ -60,9 +60,9 @@ def test_an_error_reply_fails_the_pass_and_the_connection_is_not_reused(tmp_path
         admin = server.client()
         admin.set("lock:appointment:1", "1700000000000:h")
         admin.acl_setuser(
-            "nomget", enabled=True, passwords=["+pw"], keys=["*"], commands=["+scan", "+time"]
+            "noread", enabled=True, passwords=["+pw"], keys=["*"], commands=["+scan", "+time"]
         )
-        client = server.client(username="nomget", password="pw", single_connection_client=False)
+        client = server.client(username="noread", password="pw", single_connection_client=False)
 
         with pytest.raises(redis.exceptions.NoPermissionError):
             list(read_pages(client, PATTERN, 100))

@@ -10,15 +10,19 @@ pass reader itself is replaced. What Redis itself does is tested in tests/integr
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator, MutableMapping
 from typing import Any
 
 import pytest
 import redis
+import structlog
 from structlog.testing import capture_logs
 
 from lock_monitor.config import MAX_PACED_WAIT_SECONDS, RedisSettings, ScanSettings
 from lock_monitor.connection import Target
+from lock_monitor.events import Events
+from lock_monitor.liveset import LiveSet
 from lock_monitor.monitor import Monitor
 from lock_monitor.passes import PassFailed, PassResult
 from lock_monitor.scanner import Page
@@ -264,6 +268,41 @@ def test_the_stretched_wait_is_capped_below_the_stale_alert(timed: TimedPasses) 
     assert monitor.state.paced
     timed.redis_seconds = None
     assert monitor.step() == MAX_PACED_WAIT_SECONDS
+
+
+class StopAtFirstWait(threading.Event):
+    """The loop's stop event: records the first wait it is asked for, and stops the loop."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.waits: list[float] = []
+
+    def wait(self, timeout: float | None = None) -> bool:
+        self.waits.append(timeout or 0.0)
+        self.set()
+        return True
+
+
+@pytest.mark.parametrize(
+    ("duration", "redis_seconds", "early_wait"),
+    [
+        (8.0, 0.01, 0.0),  # Redis did little: the early pass may come now (not at the interval)
+        (8.0, 1.0, 12.0),  # Redis worked a second: 5 % of a 20 s cycle, as for any pass
+        (65.0, 20.0, MAX_PACED_WAIT_SECONDS),  # never beyond the cap
+    ],
+)
+def test_the_early_pass_after_a_subscription_is_paced_on_redis_time(
+    timed: TimedPasses, duration: float, redis_seconds: float, early_wait: float
+) -> None:
+    live = LiveSet(stuck_threshold=30)
+    subscriptions = Events(SETTINGS, "lock:*", "auto", live, structlog.get_logger())
+    monitor = Monitor(SETTINGS, ScanSettings(interval=3600), events=subscriptions)
+    stop = monitor._stop = StopAtFirstWait()
+    timed.duration, timed.redis_seconds = duration, redis_seconds
+    subscriptions.on_subscribed()  # every node subscribed: a pass is wanted early
+    monitor._loop()
+    assert monitor.state.delay_seconds == 3600  # the regular wait
+    assert stop.waits[0] == pytest.approx(early_wait, abs=0.5)  # less the time already spent
 
 
 def test_pacing_on_the_wall_time_is_logged_once(timed: TimedPasses) -> None:

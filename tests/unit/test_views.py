@@ -15,7 +15,9 @@ from click.testing import CliRunner
 
 from lock_monitor.cli import cli
 from lock_monitor.config import RedisSettings, ScanSettings
+from lock_monitor.events import EventsStatus, EventsView
 from lock_monitor.history import PASS_SERIES, History
+from lock_monitor.liveset import OUTCOMES, EventCounters, HoldHistogram, LiveCounts, RecentEnd
 from lock_monitor.locks import Lock
 from lock_monitor.metrics import build_registry
 from lock_monitor.monitor import MonitorState
@@ -78,8 +80,9 @@ def test_locks_endpoint_and_locks_json_share_one_schema(monkeypatch: pytest.Monk
     assert shape(served) == shape(command)
     assert set(served) == {
         "target", "mode", "redis_up", "last_error", "nodes", "pass", "stuck_threshold_seconds",
-        "next_pass_delay_seconds", "pacing_active", "locks",
+        "next_pass_delay_seconds", "pacing_active", "locks", "events",
     }  # fmt: skip
+    assert served["events"] is command["events"] is None  # not followed: --events off, one pass
     assert served["pass"] == command["pass"] | {"seconds_ago": served["pass"]["seconds_ago"]}
     assert served["locks"] == command["locks"]
     assert command["locks"][0] == {
@@ -290,6 +293,54 @@ def test_charts_only_when_there_is_a_history() -> None:
     assert '<figure class="chart"' not in status_page(document_of(state))
 
 
+def event_counters(*recent: RecentEnd) -> EventCounters:
+    """The events' counters since start, with these last ends."""
+    hold = HoldHistogram(buckets=(0,) * 18, total=0.0)
+    return EventCounters(
+        acquisitions=12,
+        renewals=3,
+        releases={"released": 7, "expired": 2, "evicted": 1},
+        received=40,
+        corrections=1,
+        hold=dict.fromkeys(OUTCOMES, hold),
+        recent=recent,
+    )
+
+
+def test_events_in_the_document_the_table_and_the_page() -> None:
+    counters = event_counters(
+        RecentEnd("lock:appointment:old", "expired", 30.2, NOW - 5),
+        RecentEnd("lock:appointment:<i>", "evicted", None, NOW - 1),
+    )
+    status = EventsStatus("auto", "live", None, (("redis:6379", "up"),), True, reconnects=1)
+    view = EventsView(status, LiveCounts(4, 1, 0, 31.5), counters)
+    state = MonitorState(redis_up=True, snapshot=SNAPSHOT, nodes=NODES)
+    document = status_document(state, TARGET, "standalone", NOW, stuck_threshold=30, events=view)
+    events = document["events"]
+    assert events["up"] is True
+    assert events["live"] == {"active": 4, "stuck": 1, "without_ttl": 0, "oldest_age_seconds": 31.5}
+    assert events["counters"] == {
+        "acquisitions": 12, "renewals": 3, "released": 7, "expired": 2, "evicted": 1,
+        "received": 40, "reconnects": 1, "corrections": 1,
+    }  # fmt: skip
+    assert [end["key"] for end in events["recent_ends"]] == [
+        "lock:appointment:<i>",  # newest first
+        "lock:appointment:old",
+    ]
+    assert events["recent_ends"][0]["hold_seconds"] is None
+    json.dumps(document)  # all of it is JSON
+
+    table = lock_table(document)
+    assert "events live; since start 12 acquired, 7 released, 2 expired, 1 evicted" in table
+    assert "evicted: lock:appointment:<i> (held unknown)" in table
+    page = status_page(document)
+    assert "lock:appointment:&lt;i&gt;" in page
+    assert "<i>" not in page
+    assert 'data-count="active"><b>4</b>' in page  # the tiles show the live counts
+    assert 'data-count="stuck"><b>1</b>' in page
+    assert "The counts above are live." in page
+
+
 # Terminal escapes a key, a value or an error text could carry: clear screen, window title,
 # an OSC 8 link, a CSI as one C1 byte, a fake row via CR/LF, DEL, and a right-to-left override.
 HOSTILE = "\x1b[2J\x1b]0;owned\x07\x1b]8;;http://x\x1b\\link\x9b31m\r\nfake row\x7f\u202eabc"
@@ -325,3 +376,19 @@ def test_table_and_page_never_print_raw_control_characters() -> None:
     assert "\\x1b]0;owned\\x07" in table
     assert "\\x1b]0;owned\\x07" in page
     assert document["locks"][0]["key"] == HOSTILE_LOCK.key  # the JSON stays exact
+
+
+def test_the_events_lines_never_print_raw_control_characters() -> None:
+    """A key that ended and a server's error text, in the table, the page and `locks --from`."""
+    counters = event_counters(RecentEnd("lock:" + HOSTILE, "evicted", 2.0, NOW - 1))
+    status = EventsStatus("auto", "down", "ConnectionError: " + HOSTILE, (), True, reconnects=0)
+    view = EventsView(status, None, counters)
+    state = MonitorState(redis_up=True, snapshot=SNAPSHOT, nodes=NODES)
+    document = status_document(state, TARGET, "standalone", NOW, stuck_threshold=30, events=view)
+    table, page = lock_table(document), status_page(document)
+    assert not any(char in table.replace("\n", "") for char in CONTROLS)
+    assert not any(char in page.replace("\n", "") for char in CONTROLS)
+    assert "evicted: lock:\\x1b[2J" in table
+    assert "(ConnectionError: \\x1b[2J" in table
+    assert "lock:\\x1b[2J" in page
+    assert document["events"]["recent_ends"][0]["key"] == "lock:" + HOSTILE  # JSON exact

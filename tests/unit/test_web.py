@@ -21,6 +21,8 @@ from prometheus_client import exposition
 from prometheus_client.parser import text_string_to_metric_families
 
 import lock_monitor
+from lock_monitor.events import EventsStatus, EventsView
+from lock_monitor.liveset import LiveCounts, LiveSet
 from lock_monitor.locks import Lock
 from lock_monitor.metrics import build_registry
 from lock_monitor.monitor import MonitorState
@@ -42,21 +44,28 @@ def snapshot(seconds_ago: float) -> Snapshot:
     return Snapshot(NOW - seconds_ago, 0.1, 1, 1, 1, 1, (EVIL,))
 
 
-def make_app(state: MonitorState, alive: bool = True) -> App:
+def make_app(state: MonitorState, alive: bool = True, events: EventsView | None = None) -> App:
+    view = None if events is None else lambda: events
     return App(
         lambda: state,
         lambda: alive,
-        build_registry(lambda: state, "standalone"),
+        build_registry(lambda: state, "standalone", view),
         "redis://redis:6379/0",
         "standalone",
         interval=5,
+        events=view,
     )
 
 
 def call(
-    state: MonitorState, path: str, alive: bool = True, method: str = "GET", query: str = ""
+    state: MonitorState,
+    path: str,
+    alive: bool = True,
+    method: str = "GET",
+    query: str = "",
+    events: EventsView | None = None,
 ) -> tuple[str, dict[str, str], str]:
-    app = make_app(state, alive)
+    app = make_app(state, alive, events)
     environ: dict[str, Any] = {"PATH_INFO": path, "REQUEST_METHOD": method, "QUERY_STRING": query}
     setup_testing_defaults(environ)
     captured: dict[str, Any] = {}
@@ -243,16 +252,30 @@ def families(text: str) -> dict[str, list[str]]:
     }
 
 
+# Keyspace events followed and live: their metrics are in every scrape.
+LIVE_EVENTS = EventsView(
+    EventsStatus("auto", "live", None, (("redis:6379", "up"),), ever_live=True, reconnects=0),
+    LiveCounts(1, 1, 1, 40.0),
+    LiveSet(stuck_threshold=30).counters(),
+)
+
+
 def test_metrics_can_be_asked_for_by_name_as_prometheus_clients_do() -> None:
     """`name[]=` as a federating Prometheus or a script sends it (URL-encoded brackets): every
     family a full scrape holds can be asked for alone, and several together."""
-    everything = families(call(UP, "/metrics")[2])
-    assert {"stuck_locks_count", "lock_monitor_scans", "process_resident_memory_bytes"} <= set(
-        everything
-    )
+    everything = families(call(UP, "/metrics", events=LIVE_EVENTS)[2])
+    assert {
+        "stuck_locks_count",
+        "lock_monitor_scans",
+        "process_resident_memory_bytes",
+        "lock_monitor_events_up",
+        "lock_monitor_lock_releases",
+        "lock_monitor_lock_hold_seconds",
+    } <= set(everything)
     for family, samples in everything.items():
         for sample in samples:
-            alone = families(call(UP, "/metrics", query=urlencode({"name[]": sample}))[2])
+            query = urlencode({"name[]": sample})
+            alone = families(call(UP, "/metrics", query=query, events=LIVE_EVENTS)[2])
             assert list(alone) == [family], sample
     query = urlencode([("name[]", "active_locks_count"), ("name[]", "lock_monitor_build_info")])
     assert set(families(call(UP, "/metrics", query=query)[2])) == {

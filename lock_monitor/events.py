@@ -1,0 +1,516 @@
+"""Following the lock keys' keyspace events: one subscriber per node that holds keys.
+
+Redis publishes an event on `__keyspace@<db>__:<key>` for every change of a key when its
+`notify-keyspace-events` setting asks for it; lock-monitor only reads that setting (CONFIG
+GET, where the ACL allows), never changes it. Events are local to a node, so there is a
+subscriber per Cluster primary, or on Sentinel's current primary; a supervisor follows the
+topology and replaces subscribers when it changes. Pub/Sub is fire-and-forget: whatever is
+published while a subscriber is away is lost, so every loss marks the live set unusable
+until a pass has reconciled it.
+
+Each subscriber reads on its own connection in its own thread and applies what it reads
+straight to the live set, in batches: nothing queues up in this process, so a burst costs
+socket buffer (Redis' output buffer for the client), never memory here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import random
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import redis
+from redis.exceptions import NoPermissionError
+
+from lock_monitor.config import EventsMode, RedisSettings
+from lock_monitor.connection import Node, Target, connect
+from lock_monitor.liveset import EventCounters, LiveCounts, LiveSet, PassLock, PassMark
+
+# K: keyspace channels; g: del, expire, persist, rename; $: set; x: expired; e: evicted.
+NEEDED_CLASSES = "Kg$xe"
+RECOMMENDED_SETTING = "Kg$xeh"  # h: hash locks (Redisson) too
+_A_STANDS_FOR = "g$lshzxetd"
+
+READ_WAIT = 0.05  # a subscriber's wait for the next message: how late a reconcile may start
+PING_AFTER = 10.0  # idle seconds before asking the server whether the connection still works
+TOPOLOGY_EVERY = 5.0  # how often the supervisor re-reads the nodes (or Sentinel's primary)
+RECHECK_EVERY = 60.0  # while the server does not publish events, or the ACL refuses them
+BATCH = 1000  # replies applied per hold of the live set's lock
+BACKOFF_FIRST, BACKOFF_CAP = 0.2, 30.0
+DRAIN_WAIT = 1.0  # longest a reconcile waits for the subscribers to read what is on its way
+
+SubscriberState = Literal["connecting", "up", "down", "unavailable", "refused"]
+
+
+def missing_classes(flags: str) -> str:
+    """The event classes of NEEDED_CLASSES that a `notify-keyspace-events` value lacks."""
+    have = set(flags)
+    if "A" in have:
+        have.update(_A_STANDS_FOR)
+    return "".join(c for c in NEEDED_CLASSES if c not in have)
+
+
+def channel_prefix(db: int) -> bytes:
+    return b"__keyspace@%d__:" % db
+
+
+def backoff(failures: int) -> float:
+    """Capped exponential backoff with jitter, so that many monitors do not retry in step."""
+    ceiling = min(BACKOFF_CAP, BACKOFF_FIRST * 2 ** min(failures - 1, 16))
+    return random.uniform(ceiling / 2, ceiling)
+
+
+class NotPublished(Exception):
+    """The node's `notify-keyspace-events` lacks classes the lock events need."""
+
+
+def _config_flags(client: redis.Redis) -> str | None:
+    """The node's notify-keyspace-events, or None where the ACL (or a managed Redis) hides it."""
+    try:
+        reply: dict[Any, Any] = client.config_get("notify-keyspace-events")
+    except redis.ResponseError:
+        return None
+    value = next(iter(reply.values()), "")
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _not_published_reason(node: str, flags: str) -> str:
+    return (
+        f"notify-keyspace-events is {flags!r} on {node}: lock events need "
+        f"{', '.join(missing_classes(flags))} (set {RECOMMENDED_SETTING!r} or a superset)"
+    )
+
+
+class Subscriber:
+    """One node's keyspace events, read in a thread of its own and applied to the live set."""
+
+    def __init__(
+        self,
+        name: str,
+        client: redis.Redis,
+        pattern: str,
+        live: LiveSet,
+        changed: Callable[[Subscriber], None],
+        timeout: float,
+    ) -> None:
+        self.name = name
+        self.client = client
+        db = int(client.connection_pool.connection_kwargs.get("db") or 0)
+        self.prefix = channel_prefix(db)
+        self.channel = self.prefix + pattern.encode()
+        self.live = live
+        self.timeout = timeout
+        self._changed = changed
+        self.state: SubscriberState = "connecting"
+        self.reason: str | None = None
+        self.verified = False  # the server is known to publish: by its setting, or by an event
+        self.sessions = 0  # successful subscriptions so far
+        self.drained_at = -math.inf  # monotonic time when it last found nothing left to read
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"events {name}", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def join(self, timeout: float) -> None:
+        self._thread.join(timeout)
+
+    def _set(self, state: SubscriberState, reason: str | None = None) -> None:
+        self.state, self.reason = state, reason
+        self._changed(self)
+
+    def _run(self) -> None:
+        failures = 0
+        while not self._stop.is_set():
+            pubsub = None
+            wait = RECHECK_EVERY
+            try:
+                self._check_setting()
+                pubsub = self.client.pubsub()  # type: ignore[no-untyped-call]
+                pubsub.psubscribe(self.channel)
+                self._confirm(pubsub)
+                self.sessions += 1
+                failures = 0
+                self._set("up")
+                self._read(pubsub)
+            except NoPermissionError as exc:
+                self._set("refused", str(exc))
+            except NotPublished as exc:
+                self._set("unavailable", str(exc))
+            except Exception as exc:  # lost connection, restart, timeout, failover
+                failures += 1
+                wait = backoff(failures)
+                self._set("down", f"{type(exc).__name__}: {exc}")
+            finally:
+                if pubsub is not None:
+                    _close(pubsub)
+            self._stop.wait(wait)
+
+    def _check_setting(self) -> None:
+        flags = _config_flags(self.client)
+        if flags is not None and missing_classes(flags):
+            raise NotPublished(_not_published_reason(self.name, flags))
+        self.verified = self.verified or flags is not None  # else: once an event arrives
+
+    def _confirm(self, pubsub: redis.client.PubSub) -> None:
+        """Wait for Redis to confirm the PSUBSCRIBE; an ACL refusal raises NoPermissionError."""
+        deadline = time.monotonic() + self.timeout
+        while time.monotonic() < deadline:
+            reply = _next_reply(pubsub, READ_WAIT)
+            if reply is not None and reply[0] == b"psubscribe":
+                return
+        raise TimeoutError(f"no answer to PSUBSCRIBE within {self.timeout:g}s")
+
+    def _read(self, pubsub: redis.client.PubSub) -> None:
+        connection: Any = pubsub.connection
+        # hiredis parses the replies of a whole socket read at once; with it, the ones
+        # already parsed are taken here without a Python-level round for each.
+        reader = getattr(connection._parser, "_reader", None)
+        stream = self.live.stream(self.prefix)
+        last_data = time.monotonic()
+        pinged: float | None = None
+        while not self._stop.is_set():
+            if connection.can_read(0):
+                first = _next_reply(pubsub, 0)
+            else:
+                self.drained_at = time.monotonic()
+                first = _next_reply(pubsub, READ_WAIT)
+            now = time.monotonic()
+            if first is None:
+                if pinged is not None and now - pinged > self.timeout:
+                    raise ConnectionError(f"no answer to PING within {self.timeout:g}s")
+                if pinged is None and now - last_data > PING_AFTER:
+                    pubsub.ping()
+                    pinged = now
+                continue
+            last_data, pinged = now, None
+            stream.apply(_batch(first, reader))
+            if not self.verified and stream.received:
+                self.verified = True
+                self._changed(self)
+
+
+def _next_reply(pubsub: Any, wait: float) -> Any:
+    """The next reply within `wait` seconds, or None (redis-py's own health-check PONGs too)."""
+    return pubsub.parse_response(block=False, timeout=wait)
+
+
+def _batch(first: Any, reader: Any) -> Sequence[Any]:
+    """`first` and the replies hiredis has already parsed, up to BATCH."""
+    batch = [first]
+    if reader is None:
+        return batch
+    while len(batch) < BATCH:
+        reply = reader.gets()
+        if not isinstance(reply, list):
+            if isinstance(reply, Exception):
+                raise reply
+            break  # nothing complete left in the buffer
+        batch.append(reply)
+    return batch
+
+
+def _close(pubsub: redis.client.PubSub) -> None:
+    with contextlib.suppress(Exception):  # a broken connection may fail to close; it is gone
+        pubsub.reset()
+
+
+@dataclass(frozen=True)
+class EventsStatus:
+    """What the status page and the metrics say about the events."""
+
+    mode: EventsMode
+    state: str  # off | starting | live | unverified | down | unavailable | refused
+    reason: str | None
+    nodes: tuple[tuple[str, str], ...]  # (node, subscriber state)
+    ever_live: bool
+    reconnects: int
+
+    @property
+    def up(self) -> bool:
+        return self.state == "live"
+
+
+@dataclass(frozen=True)
+class EventsView:
+    """The events as one scrape or page sees them."""
+
+    status: EventsStatus
+    counts: LiveCounts | None  # the lock gauges now, while the live set is current
+    counters: EventCounters
+
+
+class Events:
+    """The subscribers, one per node, kept in line with the topology by a supervisor thread."""
+
+    def __init__(
+        self,
+        settings: RedisSettings,
+        pattern: str,
+        mode: EventsMode,
+        live: LiveSet,
+        log: Any,
+        connector: Callable[[RedisSettings], Target] = connect,
+    ) -> None:
+        self.settings = settings
+        self.pattern = pattern
+        self.mode = mode
+        self.live = live
+        self.log = log
+        self.connector = connector
+        self._lock = threading.RLock()
+        self._subscribers: dict[str, Subscriber] = {}
+        self._target: Target | None = None
+        self._topology_error: str | None = None
+        self._state = "off" if mode == "off" else "starting"
+        self._reason: str | None = None
+        self._sessions: tuple[tuple[str, int], ...] = ()
+        self._ever_live = False
+        self._inferred: str | None = None  # why the traffic says the server does not publish
+        self._reconnects = 0
+        self.on_subscribed: Callable[[], None] = lambda: None  # every node is subscribed anew
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._supervise, name="events", daemon=True)
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self.mode != "off":
+            self._thread.start()
+
+    def stop(self, timeout: float = 1.0) -> None:
+        self._stop.set()
+        self._wake.set()
+        with self._lock:
+            subscribers = list(self._subscribers.values())
+        for subscriber in subscribers:
+            subscriber.stop()
+        deadline = time.monotonic() + timeout
+        for subscriber in subscribers:
+            subscriber.join(max(0.0, deadline - time.monotonic()))
+        if self._thread.is_alive():
+            self._thread.join(max(0.0, deadline - time.monotonic()))
+        if self._target is not None:
+            self._target.close()
+
+    def status(self) -> EventsStatus:
+        with self._lock:
+            return EventsStatus(
+                mode=self.mode,
+                state=self._state,
+                reason=self._reason,
+                nodes=tuple((name, sub.state) for name, sub in sorted(self._subscribers.items())),
+                ever_live=self._ever_live,
+                reconnects=self._reconnects,
+            )
+
+    def view(self) -> EventsView:
+        status = self.status()
+        usable = status.up and self.live.usable()
+        return EventsView(status, self.live.counts() if usable else None, self.live.counters())
+
+    # --- what passes ask of it ------------------------------------------------------------
+
+    def begin_pass(self) -> PassMark:
+        return self.live.begin_pass()
+
+    def pass_failed(self) -> None:
+        self.live.abandon_pass()
+
+    def reconcile(self, mark: PassMark, locks: list[PassLock]) -> None:
+        """Fold a complete pass into the live set, once the events sent before it are in."""
+        self._measure_offset()
+        self.wait_drained(time.monotonic(), DRAIN_WAIT)
+        corrections, comparable = self.live.reconcile(mark, locks)
+        self._reconciled(corrections, comparable)
+
+    def _measure_offset(self) -> None:
+        """Redis' clock against this host's monotonic one, from a TIME half-way through."""
+        with self._lock:
+            subscriber = next(iter(self._subscribers.values()), None)
+        if subscriber is None:
+            return
+        try:
+            before = time.monotonic()
+            seconds, micros = subscriber.client.time()
+            after = time.monotonic()
+        except redis.RedisError:
+            return  # keep the last offset: clocks do not drift far between passes
+        self.live.measure_offset(seconds + micros / 1e6, (before + after) / 2)
+
+    def wait_drained(self, since: float, timeout: float) -> None:
+        """Wait until every subscribed node has read all that was sent before `since` (the end
+        of a pass), so a reconcile never undoes an event that was already on its way."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._lock:
+                behind = [
+                    sub
+                    for sub in self._subscribers.values()
+                    if sub.state == "up" and sub.drained_at < since
+                ]
+            if not behind:
+                return
+            time.sleep(0.002)
+
+    def _reconciled(self, corrections: int, comparable: bool) -> None:
+        """A pass found `corrections` differences with a set it could be compared to: if no
+        node has published a single event meanwhile, the server does not publish them."""
+        with self._lock:
+            if comparable and corrections and self._state == "unverified":
+                self._inferred = (
+                    "no keyspace event arrived while the locks changed (CONFIG GET is not "
+                    f"allowed to check notify-keyspace-events; it needs {RECOMMENDED_SETTING!r})"
+                )
+                self._update_state()
+
+    # --- the supervisor ---------------------------------------------------------------------
+
+    def _supervise(self) -> None:
+        failures = 0
+        while not self._stop.is_set():
+            try:
+                if self._target is None:
+                    self._target = self.connector(self.settings)
+                self._follow(self._target.nodes())
+                failures = 0
+                wait = TOPOLOGY_EVERY
+            except Exception as exc:  # the topology could not be read: retry with backoff
+                failures += 1
+                wait = min(TOPOLOGY_EVERY, backoff(failures))
+                with self._lock:
+                    self._topology_error = self.settings.scrub(f"{type(exc).__name__}: {exc}")
+                    self._update_state()
+                self._drop_target()
+            self._wake.wait(wait)
+            self._wake.clear()
+
+    def _drop_target(self) -> None:
+        if self._target is None:
+            return
+        with contextlib.suppress(Exception):  # a broken connection may fail to close
+            self._target.close()
+        if not self._target.keeps_topology:
+            self._target = None
+
+    def _follow(self, nodes: list[Node]) -> None:
+        """Start a subscriber for each new node, stop those of nodes that went away."""
+        names = {name for name, _ in nodes}
+        with self._lock:
+            self._topology_error = None
+            gone = [sub for name, sub in self._subscribers.items() if name not in names]
+            for subscriber in gone:
+                del self._subscribers[subscriber.name]
+                subscriber.stop()
+            for name, client in nodes:
+                if name not in self._subscribers and not self._stop.is_set():
+                    subscriber = Subscriber(
+                        name, client, self.pattern, self.live, self._changed, self.settings.timeout
+                    )
+                    self._subscribers[name] = subscriber
+                    subscriber.start()
+            self._update_state()
+
+    def _changed(self, subscriber: Subscriber) -> None:
+        with self._lock:
+            if self._subscribers.get(subscriber.name) is not subscriber:
+                return  # replaced after a topology change: its news is stale
+            if subscriber.state == "down":
+                self._wake.set()  # a failover? read the topology again now
+            if subscriber.verified:
+                self._inferred = None
+            self._update_state()
+
+    def _update_state(self) -> None:
+        """Recompute the overall state (with the lock held); log each change once."""
+        subscribers = list(self._subscribers.values())
+        sessions = tuple(sorted((s.name, s.sessions) for s in subscribers if s.state == "up"))
+        all_up = bool(subscribers) and all(s.state == "up" for s in subscribers)
+        if sessions != self._sessions:
+            if self._ever_live:
+                self._reconnects += sum(1 for session in sessions if session not in self._sessions)
+            self._sessions = sessions
+            self.live.subscriptions_changed(all_up)
+            if all_up:
+                self.on_subscribed()
+        states = {s.state for s in subscribers}
+        reason: str | None = None
+        if "refused" in states:
+            state = "refused"
+            reason = next(s.reason for s in subscribers if s.state == "refused")
+        elif "unavailable" in states:
+            state = "unavailable"
+            reason = next(s.reason for s in subscribers if s.state == "unavailable")
+        elif all_up and all(s.verified for s in subscribers):
+            state = "live"
+        elif all_up:
+            state, reason = (
+                ("unavailable", self._inferred) if self._inferred else ("unverified", None)
+            )
+        else:
+            state = "down" if self._ever_live else "starting"
+            reason = self._topology_error or next(
+                (s.reason for s in subscribers if s.state == "down"), None
+            )
+        if reason is not None:  # a server's error text: no secret, one line, bounded
+            reason = self.settings.scrub(reason)
+        # Whether the server publishes does not change when a subscriber is briefly away.
+        self.live.set_verified(bool(subscribers) and all(s.verified for s in subscribers))
+        if state == "live":
+            self._ever_live = True
+        if (state, reason) != (self._state, self._reason):
+            self._log_change(state, reason)
+        self._state, self._reason = state, reason
+
+    def _log_change(self, state: str, reason: str | None) -> None:
+        previous = self._state
+        if state == "live":
+            self.log.info("events_live", nodes=len(self._subscribers), channel=self.pattern)
+        elif state == "refused":
+            self.log.warning(
+                "events_refused",
+                error=reason,
+                hint=f"the Redis user needs +psubscribe and the channel "
+                f"&{self._channel_text()}; running on passes alone",
+            )
+        elif state == "unavailable":
+            (self.log.error if self.mode == "on" else self.log.warning)(
+                "events_unavailable", reason=reason, hint="running on passes alone"
+            )
+        elif state == "down" and previous != "down":
+            self.log.warning("events_down", error=reason)
+
+    def _channel_text(self) -> str:
+        subscriber = next(iter(self._subscribers.values()), None)
+        if subscriber is None:
+            return channel_prefix(0).decode() + self.pattern
+        return subscriber.channel.decode("utf-8", "backslashreplace")
+
+
+def startup_problem(
+    settings: RedisSettings, connector: Callable[[RedisSettings], Target]
+) -> str | None:
+    """For `--events on`: why the server will not publish lock events, when that can be told
+    now (Redis reachable, CONFIG GET allowed); None otherwise."""
+    target: Target | None = None
+    try:
+        target = connector(settings)
+        for name, client in target.nodes():
+            flags = _config_flags(client)
+            if flags is not None and missing_classes(flags):
+                return _not_published_reason(name, flags)
+    except redis.RedisError:
+        return None  # cannot tell now: the monitor starts and keeps trying
+    finally:
+        if target is not None:
+            target.close()
+    return None

@@ -1,0 +1,225 @@
+"""The events' pure parts: what a notify-keyspace-events value lacks, how the subscribers'
+states add up (and what is logged), reading batches, and the `--events on` startup check.
+The subscribers against a real server are in tests/integration/test_events.py."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+import redis
+import structlog
+from structlog.testing import capture_logs
+
+from lock_monitor.config import ERROR_TEXT_LIMIT, RedisSettings
+from lock_monitor.events import (
+    BACKOFF_CAP,
+    BATCH,
+    Events,
+    _batch,
+    backoff,
+    missing_classes,
+    startup_problem,
+)
+from lock_monitor.liveset import LiveSet
+
+SETTINGS = RedisSettings(url="redis://redis:6379/0")
+
+
+@pytest.mark.parametrize(
+    ("flags", "missing"),
+    [
+        ("", "Kg$xe"),
+        ("xE", "Kg$e"),  # expirations on the keyevent channel only: the default of some images
+        ("Kg$xe", ""),
+        ("Kg$xeh", ""),
+        ("AK", ""),  # A stands for g$lshzxetd
+        ("KEA", ""),
+        ("Kx", "g$e"),
+    ],
+)
+def test_missing_classes(flags: str, missing: str) -> None:
+    assert missing_classes(flags) == missing
+
+
+def test_backoff_grows_and_is_capped() -> None:
+    assert all(0.1 <= backoff(1) <= 0.2 for _ in range(50))
+    assert all(BACKOFF_CAP / 2 <= backoff(30) <= BACKOFF_CAP for _ in range(50))
+
+
+@dataclass
+class Stub:
+    """What the supervisor reads of a subscriber."""
+
+    name: str
+    state: str = "connecting"
+    verified: bool = False
+    sessions: int = 0
+    reason: str | None = None
+    channel: bytes = b"__keyspace@0__:lock:*"
+
+    def up(self, verified: bool = True) -> Stub:
+        self.state, self.verified, self.sessions = "up", verified, self.sessions + 1
+        return self
+
+
+def supervisor(mode: str = "auto") -> tuple[Events, LiveSet]:
+    live = LiveSet(stuck_threshold=30)
+    events = Events(SETTINGS, "lock:*", mode, live, structlog.get_logger())  # type: ignore[arg-type]
+    return events, live
+
+
+def update(events: Events, *subscribers: Stub) -> None:
+    events._subscribers = {stub.name: stub for stub in subscribers}  # type: ignore[misc]
+    events._update_state()
+
+
+def test_live_only_when_every_node_is_subscribed_and_publishes() -> None:
+    events, live = supervisor()
+    one, two = Stub("a:1").up(), Stub("b:1")
+    subscribed: list[bool] = []
+    events.on_subscribed = lambda: subscribed.append(True)
+    with capture_logs() as logs:
+        update(events, one, two)
+        assert events.status().state == "starting"
+        assert not live.subscribed
+        update(events, one, two.up())
+        assert events.status().up
+        assert (live.subscribed, live.verified) == (True, True)
+        assert subscribed == [True]  # a pass is asked for, to reconcile at once
+        update(events, one, two)  # nothing changed: nothing logged, no epoch lost
+    assert [entry["event"] for entry in logs] == ["events_live"]
+    assert events.status().reconnects == 0
+
+
+def test_a_drop_is_logged_once_and_counted_as_a_reconnect_when_back() -> None:
+    events, live = supervisor()
+    node = Stub("a:1").up()
+    update(events, node)
+    epoch = live.epoch
+    with capture_logs() as logs:
+        node.state, node.reason = "down", "ConnectionError: closed"
+        update(events, node)
+        update(events, node)
+        status = events.status()
+        assert (status.state, status.reason, status.up) == (
+            "down",
+            "ConnectionError: closed",
+            False,
+        )
+        assert live.verified  # the server still publishes; events are only away
+        update(events, node.up())
+    assert [entry["event"] for entry in logs] == ["events_down", "events_live"]
+    assert events.status().reconnects == 1
+    assert live.epoch == epoch + 2  # down, then up again: events were lost in between
+
+
+def test_refused_and_unavailable_name_the_fix() -> None:
+    events, _ = supervisor()
+    with capture_logs() as logs:
+        update(events, Stub("a:1", state="refused", reason="NOPERM no channel"))
+    assert events.status().state == "refused"
+    assert "&__keyspace@0__:lock:*" in logs[0]["hint"]
+    assert "+psubscribe" in logs[0]["hint"]
+
+    events, _ = supervisor("on")
+    with capture_logs() as logs:
+        update(events, Stub("a:1", state="unavailable", reason="notify-keyspace-events is ''"))
+    assert (logs[0]["event"], logs[0]["log_level"]) == ("events_unavailable", "error")
+
+
+def test_a_servers_error_text_is_one_bounded_line_without_secrets() -> None:
+    live = LiveSet(stuck_threshold=30)
+    settings = RedisSettings(url="redis://redis:6379/0", password="s3cret-pw")
+    events = Events(settings, "lock:*", "auto", live, structlog.get_logger())
+    hostile = "NOPERM s3cret-pw " + "x" * 1000 + "\nsecond line"
+    with capture_logs() as logs:
+        update(events, Stub("a:1", state="refused", reason=hostile))
+    reason = events.status().reason
+    assert reason == ("NOPERM *** " + "x" * 1000)[:ERROR_TEXT_LIMIT] + "…"
+    assert logs[0]["error"] == reason
+
+
+def test_unverified_until_an_event_or_proof_that_none_come() -> None:
+    """CONFIG GET refused: subscribed, but trusted only once an event has arrived."""
+    events, live = supervisor()
+    node = Stub("a:1").up(verified=False)
+    update(events, node)
+    assert events.status().state == "unverified"
+    assert not live.verified
+    events._reconciled(corrections=0, comparable=True)
+    assert events.status().state == "unverified"
+    events._reconciled(corrections=2, comparable=False)  # after a gap: no proof
+    assert events.status().state == "unverified"
+    with capture_logs() as logs:
+        events._reconciled(corrections=2, comparable=True)
+    assert events.status().state == "unavailable"
+    assert "no keyspace event arrived" in str(logs[0]["reason"])
+    node.verified = True  # an event came after all
+    events._changed(node)  # type: ignore[arg-type]
+    assert events.status().state == "live"
+
+
+class Reader:
+    """hiredis' Reader: parsed replies, then its not-enough-data marker."""
+
+    def __init__(self, replies: list[Any]) -> None:
+        self.replies = replies
+
+    def gets(self) -> Any:
+        return self.replies.pop(0) if self.replies else object()
+
+
+def test_a_batch_takes_what_is_parsed_up_to_its_size() -> None:
+    message = [b"pmessage", b"p", b"c", b"set"]
+    assert _batch(message, None) == [message]
+    assert len(_batch(message, Reader([message] * 5))) == 6
+    assert len(_batch(message, Reader([message] * (BATCH * 2)))) == BATCH
+    with pytest.raises(redis.ResponseError):
+        _batch(message, Reader([redis.ResponseError("NOPERM")]))
+
+
+class Node:
+    def __init__(self, flags: str | Exception) -> None:
+        self.flags = flags
+
+    def config_get(self, name: str) -> dict[str, str]:
+        if isinstance(self.flags, Exception):
+            raise self.flags
+        return {name: self.flags}
+
+
+class Target:
+    def __init__(self, *nodes: Node) -> None:
+        self.list = [(f"n{i}:6379", node) for i, node in enumerate(nodes)]
+
+    def nodes(self) -> list[tuple[str, Node]]:
+        return self.list
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize(
+    ("nodes", "problem"),
+    [
+        ([Node("KEA"), Node("Kg$xeh")], None),
+        ([Node("KEA"), Node("Ex")], "notify-keyspace-events is 'Ex' on n1:6379"),
+        ([Node(redis.ResponseError("NOPERM config|get"))], None),  # cannot tell: start
+    ],
+)
+def test_startup_check_for_events_on(nodes: list[Node], problem: str | None) -> None:
+    found = startup_problem(SETTINGS, lambda settings: Target(*nodes))  # type: ignore[arg-type, return-value]
+    if problem is None:
+        assert found is None
+    else:
+        assert found is not None
+        assert found.startswith(problem)
+
+
+def test_startup_check_cannot_tell_while_redis_is_down() -> None:
+    def down(settings: RedisSettings) -> Any:
+        raise redis.ConnectionError("refused")
+
+    assert startup_problem(SETTINGS, down) is None
