@@ -323,3 +323,19 @@ def test_a_real_pass_is_paced_from_its_own_duration(
     duration = monitor.state.snapshot.duration_seconds  # type: ignore[union-attr]
     assert monitor.state.paced
     assert monitor.state.delay_seconds == pytest.approx(duration * 19)
+
+
+def test_a_pass_feeds_the_live_set_only_while_every_node_is_subscribed(
+    redis_node: FakeScanner,
+) -> None:
+    """Not subscribed (the server does not publish, say), the set is of no use: a pass must
+    not gather every lock for it."""
+    redis_node.locks = [held("lock:appointment:1", 1)]
+    live = LiveSet(stuck_threshold=30)
+    subscriptions = Events(SETTINGS, "lock:*", "auto", live, structlog.get_logger())
+    monitor = Monitor(SETTINGS, ScanSettings(stuck_threshold=30), events=subscriptions)
+    monitor.step()
+    assert live.held == {}
+    live.subscriptions_changed(True)
+    monitor.step()
+    assert set(live.held) == {b"lock:appointment:1"}
