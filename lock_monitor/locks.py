@@ -89,10 +89,6 @@ def display(raw: bytes | None, kind: str) -> str:
     return text + ("…" if len(raw) > VALUE_DISPLAY_LIMIT else "")
 
 
-def fingerprint(key: bytes, value: bytes | None) -> int:
-    return hash((key, value)) & _FINGERPRINT_MASK
-
-
 def classify(
     key: bytes,
     value: bytes | None,

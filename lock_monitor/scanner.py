@@ -81,7 +81,7 @@ class _RoundTrip:
         head: list[tuple[Any, ...]] = [("EXISTS", *probe)] if probe else []
         head += [("TIME",)] if clock else []
         head += [scan] if scan else []
-        self.clock, self.scan = clock, scan is not None
+        self.probe, self.clock, self.scan = bool(probe), clock, scan is not None
         self.head = len(head)
         bulk = _bulk(keys)
         self.packed = [
@@ -96,7 +96,7 @@ class _RoundTrip:
         """(Redis' clock, if asked, the next cursor, None after the last page, the page)."""
         replies = _receive(self.connection, self.head)
         _raise_errors(replies)
-        del replies[: self.head - self.clock - self.scan]  # the probe answered
+        del replies[: self.probe]  # EXISTS answered: not a Cluster node
         now = None
         if self.clock:
             seconds, micros = replies.pop(0)

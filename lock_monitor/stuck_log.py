@@ -50,7 +50,7 @@ class StuckLocks:
     @property
     def cleared_count(self) -> int:
         """Stuck in the previous pass and not any more: released (a stuck lock stays stuck)."""
-        return self.previous.count - self.still
+        return max(0, self.previous.count - self.still)
 
     def finish(self, vanished: Vanished) -> None:
         """Name the cleared locks that were named, and say what to remember for the next pass."""
