@@ -56,17 +56,21 @@ T = TypeVar("T")
 Row = tuple[str, str, str, str]
 
 
-def fill_others(client: redis.Redis) -> None:
-    for start in range(0, OTHER_KEYS, BATCH):
-        client.mset({f"other:{i}": "x" for i in range(start, min(start + BATCH, OTHER_KEYS))})
-
-
-def set_locks(client: redis.Redis, locks: range, tokens: bool) -> None:
-    """Pipelined SET PX: values `<epoch-ms>:<holder>` taken a minute ago, or opaque tokens."""
-    stamp = f"{int((time.time() - 60) * 1000)}:bench"
-    for start in range(locks.start, locks.stop, BATCH):
+def fill(
+    client: redis.Redis,
+    other: tuple[int, int],
+    locks: tuple[int, int],
+    age: float = 0,
+    tokens: bool = False,
+) -> None:
+    """Write keys fast: MSET batches for the others, pipelined SET PX for the locks, whose
+    values are `<epoch-ms>:<holder>` taken `age` seconds ago, or opaque tokens."""
+    for start in range(*other, BATCH):
+        client.mset({f"other:{i}": "x" for i in range(start, min(start + BATCH, other[1]))})
+    stamp = f"{int((time.time() - age) * 1000)}:bench"
+    for start in range(*locks, BATCH):
         pipe = client.pipeline(transaction=False)
-        for i in range(start, min(start + BATCH, locks.stop)):
+        for i in range(start, min(start + BATCH, locks[1])):
             value = f"{i:08x}-5b1c-4d2e-9f3a-{i:012x}" if tokens else stamp
             pipe.set(f"lock:appointment:{i}", value, px=3_600_000)
         pipe.execute()
@@ -179,13 +183,14 @@ def percentile(values: list[float], share: float) -> float:
     return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
 
 
-def scrape_latency(daemon: Daemon) -> tuple[float, float, float]:
-    """p50 and p99 of /metrics in ms while passes run back to back, and the passes' duty."""
-    before = daemon.wait_for_passes(1)
+def scrape_latency(daemon: Daemon) -> tuple[int, float, float, float]:
+    """How many scrapes, their p50 and p99 in ms while passes run back to back (at least
+    SCRAPES, over at least two whole passes), and the share of the time passes ran."""
+    before = daemon.wait_for_passes(1)["lock_monitor_scans_total/success"]
     url = f"http://127.0.0.1:{daemon.port}/metrics"
     times: list[float] = []
     started = time.perf_counter()
-    for _ in range(SCRAPES):
+    while len(times) < SCRAPES or daemon.passes() < before + 2:
         t0 = time.perf_counter()
         with urllib.request.urlopen(url, timeout=5) as response:
             response.read()
@@ -193,9 +198,9 @@ def scrape_latency(daemon: Daemon) -> tuple[float, float, float]:
         time.sleep(SCRAPE_GAP)
     elapsed = time.perf_counter() - started
     after = daemon.metrics()
-    passes = after["lock_monitor_scans_total/success"] - before["lock_monitor_scans_total/success"]
+    passes = after["lock_monitor_scans_total/success"] - before
     duty = min(1.0, passes * after["lock_monitor_scan_duration_seconds"] / elapsed)
-    return percentile(times, 0.5), percentile(times, 0.99), duty
+    return len(times), percentile(times, 0.5), percentile(times, 0.99), duty
 
 
 def redis_share(client: redis.Redis, daemon: Daemon) -> tuple[float, float, dict[str, float]]:
@@ -292,9 +297,9 @@ def share_rows(client: redis.Redis, url: str) -> list[Row]:
 
 def scrape_rows(url: str, locks: int) -> list[Row]:
     fast = ["--interval", "0.05", "--max-redis-load", "1"]
-    p50, p99, duty = with_daemon(url, fast, scrape_latency)
+    scrapes, p50, p99, duty = with_daemon(url, fast, scrape_latency)
     return [
-        row(f"(c) /metrics p50, {SCRAPES} scrapes, {locks:,} locks", f"{p50:.2f} ms", "", None),
+        row(f"(c) /metrics p50, {scrapes} scrapes, {locks:,} locks", f"{p50:.2f} ms", "", None),
         row(
             f"    p99, passes running {duty:.0%} of the time",
             f"{p99:.2f} ms",
@@ -344,16 +349,16 @@ def main() -> int:
     started = time.monotonic()
     with RedisProcess(binary) as server, server.client() as client:
         url = server.url
-        fill_others(client)
+        fill(client, (0, OTHER_KEYS), (0, 0))
         present, tokens = 0, False  # the locks held, and whether their values are tokens
         for locks, runs, limit in SIZES:
-            set_locks(client, range(present, locks), tokens)
+            fill(client, (0, 0), (present, locks), age=60, tokens=tokens)
             present = locks
             print(f"{client.dbsize():,} keys, {locks:,} locks", flush=True)
             for switch in (False, True):  # the value kind they hold, then the other
                 if switch:
                     tokens = not tokens
-                    set_locks(client, range(locks), tokens)
+                    fill(client, (0, 0), (0, locks), age=60, tokens=tokens)
                 if tokens and locks in RSS_TARGETS:
                     rows.append(daemon_rss(url, locks))
                     print(*rows[-1], flush=True)
