@@ -14,6 +14,7 @@ from click.core import ParameterSource
 from lock_monitor import logs
 from lock_monitor.cli.validation import (
     EXISTING_FILE,
+    EveryOccurrence,
     FiniteFloat,
     HostPort,
     ListenAddress,
@@ -77,6 +78,7 @@ def redis_options(command: F) -> F:
     decorators = [
         option(
             "--redis-url",
+            cls=EveryOccurrence,
             callback=redis_url,
             show_default=f"redis://$REDIS_HOST:$REDIS_PORT/0, else {DEFAULT_REDIS_URL}",
             help="Redis to watch: redis:// or rediss:// (TLS). A cluster seed in cluster mode.",

@@ -200,6 +200,22 @@ def web_config(ctx: click.Context, param: click.Parameter, value: str | None) ->
         raise click.BadParameter(str(exc)) from None
 
 
+class EveryOccurrence(click.Option):
+    """An option click keeps the last of when it is given twice, each occurrence checked by
+    its type and callback first: `--redis-url redis://u:PW@h --redis-url redis://h` must not
+    slip a password past the command-line check (and leave it in `ps`)."""
+
+    def add_to_parser(self, parser: Any, ctx: click.Context) -> None:
+        parser.add_option(obj=self, opts=self.opts, dest=self.name, action="append", nargs=1)
+
+    def process_value(self, ctx: click.Context, value: Any) -> Any:
+        if not isinstance(value, list):  # from the environment, or not given
+            return super().process_value(ctx, value)
+        for one in value:  # the parser gives at least one
+            checked = super().process_value(ctx, one)
+        return checked
+
+
 class FiniteFloat(click.FloatRange):
     """A float range that also refuses nan and inf, which FloatRange lets through (every
     comparison with nan is false): `--interval nan` would otherwise spin against Redis."""
