@@ -314,7 +314,7 @@ class _Server(ThreadingWSGIServer):
                     if key.fileobj is self.socket:
                         self._accept()
                     elif key.fileobj in self._waiting:  # not closed earlier in this round
-                        self._first_bytes(cast(socket.socket, key.fileobj), key.data)
+                        self._first_bytes(key.fileobj, key.data)
                 self._dispatch()
                 self.service_actions()
         finally:
