@@ -3,18 +3,22 @@
 One pass straight from Redis has never seen the locks before: a lock whose value holds no
 timestamp has no age it can know, so it is shown as unknown, never as 0. The running daemon
 has watched them: `--from` prints its view (its /locks document), with those ages known.
-Exit codes make it scriptable: 0 nothing stuck, 3 some lock stuck, 1 nothing could be read.
+Exit codes make it scriptable: 0 nothing stuck, 3 some lock stuck, 4 none known to be stuck but
+some ages unknown, 1 nothing could be read.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import shutil
+import ssl
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
 from functools import partial
+from http import HTTPStatus
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -22,15 +26,18 @@ import click
 
 from lock_monitor import logs
 from lock_monitor.cli.options import (
+    daemon_options,
+    daemon_settings,
     option,
     redis_options,
     redis_settings,
     scan_options,
     scan_settings,
 )
-from lock_monitor.cli.validation import FiniteFloat
+from lock_monitor.cli.validation import EveryOccurrence, FiniteFloat, from_command_line
 from lock_monitor.config import (
     DEFAULT_WATCH_EVERY,
+    DaemonSettings,
     RedisSettings,
     ScanSettings,
     url_without_secrets,
@@ -50,8 +57,13 @@ from lock_monitor.views import (
 )
 
 EXIT_STUCK = 3
+EXIT_UNKNOWN_AGES = 4  # no lock known to be stuck, but some ages one pass cannot know
 FROM_TIMEOUT_SECONDS = 10.0
 FROM_LIMIT_BYTES = 16 * 1024 * 1024  # a /locks document is small; a wrong URL may not be
+UNAUTHORIZED_HINT = (
+    "the daemon wants a user and password: LOCK_MONITOR_FROM_USERNAME (or --from-username) "
+    "and LOCK_MONITOR_FROM_PASSWORD (or --from-password-file)"
+)
 
 
 def read_once(redis: RedisSettings, scan: ScanSettings) -> PassResult:
@@ -86,22 +98,45 @@ def from_redis(redis: RedisSettings, scan: ScanSettings, stuck_only: bool) -> di
 
 
 def daemon_url(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
-    """http(s)://HOST:PORT of a running daemon, or its /locks: nothing else is opened."""
+    """http(s)://HOST:PORT of a running daemon, or its /locks: nothing else is opened. A
+    password in it is refused on the command line, where `ps` shows it."""
     if value is None:
         return None
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise click.BadParameter(f"{url_without_secrets(value)!r} is not an http(s):// URL")
+    if parts.password is not None and from_command_line(ctx, param):
+        raise click.BadParameter(
+            "a password in the URL on the command line shows in `ps`: set it in "
+            "LOCK_MONITOR_FROM_PASSWORD or --from-password-file (the user: --from-username)"
+        )
     path = parts.path.rstrip("/")
     return parts._replace(path=path if path.endswith("/locks") else f"{path}/locks").geturl()
 
 
-def from_daemon(url: str, stuck_only: bool) -> dict[str, Any]:
+def daemon_request(daemon: DaemonSettings) -> tuple[urllib.request.Request, ssl.SSLContext | None]:
+    """The request for the daemon's /locks, with its credentials (never sent on to where a
+    redirect points), and the TLS context that verifies the daemon (and shows our certificate)."""
+    request = urllib.request.Request(daemon.url)  # noqa: S310 (daemon_url lets only http(s) in)
+    if daemon.username is not None:
+        token = base64.b64encode(f"{daemon.username}:{daemon.password}".encode()).decode()
+        request.add_unredirected_header("Authorization", f"Basic {token}")
+    if not daemon.url.startswith("https:"):
+        return request, None
+    context = ssl.create_default_context(cafile=daemon.ca_file)
+    if daemon.cert_file:
+        context.load_cert_chain(daemon.cert_file, daemon.key_file)
+    return request, context
+
+
+def from_daemon(daemon: DaemonSettings, stuck_only: bool) -> dict[str, Any]:
     """The daemon's /locks document; a daemon that cannot read Redis now is a failure."""
-    shown = url_without_secrets(url)
+    shown = daemon.url
     try:
-        # daemon_url let only http(s) through
-        with urllib.request.urlopen(url, timeout=FROM_TIMEOUT_SECONDS) as response:  # noqa: S310
+        request, context = daemon_request(daemon)
+        with urllib.request.urlopen(  # noqa: S310 (the request of daemon_request)
+            request, timeout=FROM_TIMEOUT_SECONDS, context=context
+        ) as response:
             body = response.read(FROM_LIMIT_BYTES + 1)
         if len(body) > FROM_LIMIT_BYTES:
             raise ValueError(f"the answer is larger than {FROM_LIMIT_BYTES} bytes")
@@ -109,10 +144,14 @@ def from_daemon(url: str, stuck_only: bool) -> dict[str, Any]:
         if not isinstance(document, dict) or not {"pass", "locks", "redis_up"} <= set(document):
             raise ValueError("the answer is not a lock-monitor /locks document")
     except urllib.error.HTTPError as exc:
-        raise OperatorError(f"cannot read locks from {shown}: HTTP {exc.code}") from None
+        hint = f": {UNAUTHORIZED_HINT}" if exc.code == HTTPStatus.UNAUTHORIZED else ""
+        raise OperatorError(f"cannot read locks from {shown}: HTTP {exc.code}{hint}") from None
     except (OSError, ValueError) as exc:
         reason = getattr(exc, "reason", None) or exc
-        raise OperatorError(f"cannot read locks from {shown}: {reason}") from None
+        hint = ""
+        if isinstance(reason, ssl.SSLCertVerificationError) and not daemon.ca_file:
+            hint = ": give the CA that signed the daemon's certificate with --from-ca-file"
+        raise OperatorError(f"cannot read locks from {shown}: {reason}{hint}") from None
     last = document["pass"]
     if last is None:
         why = document.get("last_error") or "no pass has been tried yet"
@@ -136,7 +175,9 @@ def stale_warning(document: dict[str, Any]) -> str | None:
 def exit_code(document: dict[str, Any]) -> int:
     if document["redis_up"] is False:
         return 1  # the daemon's last good pass is not the current state
-    return EXIT_STUCK if document["pass"]["stuck"] else 0
+    if document["pass"]["stuck"]:
+        return EXIT_STUCK
+    return EXIT_UNKNOWN_AGES if document["pass"].get("unknown_age") else 0
 
 
 def screen(document: dict[str, Any], header: str) -> str:
@@ -161,10 +202,12 @@ def screen(document: dict[str, Any], header: str) -> str:
     "--from",
     "daemon",
     metavar="URL",
+    cls=EveryOccurrence,
     callback=daemon_url,
     help="Print what the running daemon sees (http://HOST:9150): it knows the ages of locks "
     "whose values hold no timestamp. The Redis and pattern options are then not used.",
 )
+@daemon_options
 @option("--watch", is_flag=True, help="Refresh the table in place until Ctrl-C.")
 @option(
     "--every",
@@ -177,13 +220,15 @@ def locks(
 ) -> int:
     """Print the locks now, oldest first, from Redis or from the running daemon.
 
-    Exit code: 0 when no lock is stuck, 3 when some are, 1 when the locks could not be read
-    (or the daemon cannot read Redis now).
+    Exit code: 0 when no lock is stuck, 3 when some are, 4 when none is known to be stuck but
+    some ages are unknown (use --from), 1 when the locks could not be read (or the daemon
+    cannot read Redis now).
     """
     logs.configure("warning", "auto")
     read: Callable[[], dict[str, Any]]
-    if daemon is not None:
-        read, source = partial(from_daemon, daemon, stuck_only), url_without_secrets(daemon)
+    settings = daemon_settings(daemon, params)
+    if settings is not None:
+        read, source = partial(from_daemon, settings, stuck_only), settings.url
     else:
         redis = redis_settings(params)
         read = partial(from_redis, redis, scan_settings(params), stuck_only)

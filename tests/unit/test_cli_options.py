@@ -57,6 +57,13 @@ BAD_INPUTS = [
     (["locks", "--redis-url", "redis://r/0", "--redis-url", "redis://:hunter2@r/0"], "in `ps`"),
     (["locks", "--redis-url", "redis://r:0/0", "--redis-url", "redis://r/0"], "--redis-url"),
     (["locks", "--sentinel-password", "hunter2"], "LOCK_MONITOR_SENTINEL_PASSWORD"),
+    (["locks", "--from", "https://u:hunter2@h:9150"], "shows in `ps`"),
+    (["locks", "--from", "http://h", "--from", "http://u:hunter2@h"], "shows in `ps`"),
+    (["locks", "--from", "http://h", "--from-password", "hunter2"], "LOCK_MONITOR_FROM_PASSWORD"),
+    (["locks", "--from-ca-file", "/dev/null"], "go with --from"),
+    (["locks", "--from", "http://h:9150", "--from-ca-file", "/dev/null"], "https:// --from URL"),
+    (["locks", "--from", "https://h", "--from-cert-file", "/dev/null"], "go together"),
+    (["locks", "--from", "https://h", "--from-username", "u"], "LOCK_MONITOR_FROM_PASSWORD"),
     *(
         (["restore", "sqlite", "/dev/null", "--db", "x.db", "--max-size", size], "--max-size")
         for size in ("0", "-5", "1.5G", "10X", "G", "")
