@@ -74,6 +74,24 @@ def stack(decorators: Sequence[Callable[[Any], Any]], command: F) -> F:
     return command
 
 
+def password_options(
+    name: str, file_help: str, envvar: list[str] | None = None
+) -> list[Callable[[F], F]]:
+    """--NAME-password, from the environment only (the command line shows in `ps`), and
+    --NAME-password-file, a mounted Secret."""
+    extra = {"envvar": envvar} if envvar else {}
+    return [
+        option(f"--{name}-password", hidden=True, callback=env_only, **extra),
+        option(
+            f"--{name}-password-file",
+            f"{name}_password_from_file",
+            type=EXISTING_FILE,
+            callback=read_secret,
+            help=file_help,
+        ),
+    ]
+
+
 def redis_options(command: F) -> F:
     """How to reach Redis: shared by every command that reads it."""
     decorators = [
@@ -93,13 +111,10 @@ def redis_options(command: F) -> F:
             "credentials and database of --redis-url are used.",
         ),
         option("--redis-username", help="ACL user name (see the README for a minimal user)."),
-        option("--redis-password", hidden=True, envvar=["REDIS_PASSWORD"], callback=env_only),
-        option(
-            "--redis-password-file",
-            "redis_password_from_file",
-            type=EXISTING_FILE,
-            callback=read_secret,
-            help="File holding the password (a mounted Secret); it wins over REDIS_PASSWORD.",
+        *password_options(
+            "redis",
+            "File holding the password (a mounted Secret); it wins over REDIS_PASSWORD.",
+            envvar=["REDIS_PASSWORD"],
         ),
         option("--redis-ca-file", type=EXISTING_FILE, help="CA bundle to verify the TLS server."),
         option("--redis-cert-file", type=EXISTING_FILE, help="Client certificate (mutual TLS)."),
@@ -123,14 +138,7 @@ def redis_options(command: F) -> F:
             help="A Sentinel to ask for the primary (repeat for each; sentinel mode).",
         ),
         option("--sentinel-master", help="The master set name the Sentinels watch."),
-        option("--sentinel-password", hidden=True, callback=env_only),
-        option(
-            "--sentinel-password-file",
-            "sentinel_password_from_file",
-            type=EXISTING_FILE,
-            callback=read_secret,
-            help="File holding the Sentinels' own password.",
-        ),
+        *password_options("sentinel", "File holding the Sentinels' own password."),
     ]
     return stack(decorators, command)
 
@@ -150,13 +158,9 @@ def daemon_options(command: F) -> F:
         ),
         option("--from-key-file", type=EXISTING_FILE, help="Client private key (mutual TLS)."),
         option("--from-username", help="Basic auth user of the --from daemon's web config."),
-        option("--from-password", hidden=True, callback=env_only),
-        option(
-            "--from-password-file",
-            "from_password_from_file",
-            type=EXISTING_FILE,
-            callback=read_secret,
-            help="File holding the basic auth password; it wins over LOCK_MONITOR_FROM_PASSWORD.",
+        *password_options(
+            "from",
+            "File holding the basic auth password; it wins over LOCK_MONITOR_FROM_PASSWORD.",
         ),
     ]
     return stack(decorators, command)
