@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import shutil
 import ssl
 import time
+import unicodedata
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -53,7 +55,6 @@ from lock_monitor.views import (
     lock_table,
     printable,
     status_document,
-    stuck_first,
 )
 
 EXIT_STUCK = 3
@@ -180,17 +181,43 @@ def exit_code(document: dict[str, Any]) -> int:
     return EXIT_UNKNOWN_AGES if document["pass"].get("unknown_age") else 0
 
 
-def screen(document: dict[str, Any], header: str) -> str:
-    """The table, stuck locks first, cut to the terminal's height under a `watch` header."""
-    locks = stuck_first(document["locks"])
-    room = max(shutil.get_terminal_size().lines - 7, 1)  # header, blank, head, summary, notes
-    more = [f"… {len(locks) - room} more"] if len(locks) > room else []
-    lines = lock_table(document | {"locks": locks[:room]}).splitlines()
+def screen(document: dict[str, Any], header: str, size: os.terminal_size) -> str:
+    """The table, stuck locks first, fit to the terminal as `watch` does: nothing wraps (each
+    line is cut to the width) and nothing scrolls (rows past the height give way to "… N
+    more"), so the header, the stuck locks and the counts stay in sight."""
+    table = lock_table(document).splitlines()
+    shown = len(document["locks"])
+    head, rows, tail = table[0], table[1 : shown + 1], table[shown + 1 :]
     warning = stale_warning(document)
-    notes = [f"warning: {warning}"] if warning else []
-    return "\n".join(
-        [header, "", lines[0], *lines[1 : room + 1], *more, *lines[room + 1 :], *notes]
-    )
+    tail += [f"warning: {warning}"] if warning else []
+    room = size.lines - 3 - len(tail)  # the header, a blank line and the table's head
+    if len(rows) > room:
+        kept = max(room - 1, 0)
+        rows = [*rows[:kept], f"… {len(rows) - kept} more"]
+    return fitted([header, "", head, *rows, *tail], size)
+
+
+def fitted(lines: list[str], size: os.terminal_size) -> str:
+    """The lines that fit the terminal's height, each cut to its width."""
+    return "\n".join(fit(line, size.columns) for line in lines[: size.lines])
+
+
+def fit(line: str, columns: int) -> str:
+    """`line` cut to `columns` terminal cells (a wide character takes two), ending in "…"."""
+    widths = [_cells(char) for char in line]
+    if sum(widths) <= columns:
+        return line
+    used, end = 0, 0
+    while end < len(line) and used + widths[end] <= columns - 1:
+        used += widths[end]
+        end += 1
+    return line[:end] + "…"
+
+
+def _cells(char: str) -> int:
+    if unicodedata.combining(char):
+        return 0
+    return 2 if unicodedata.east_asian_width(char) in ("W", "F") else 1
 
 
 @click.command()
@@ -254,12 +281,13 @@ def watch_table(read: Callable[[], dict[str, Any]], every: float, source: str) -
     try:
         while True:
             header = f"Every {every:g}s: lock-monitor locks ({source})  {time.strftime('%H:%M:%S')}"
+            size = shutil.get_terminal_size()
             try:
-                text = screen(read(), header)
+                text = screen(read(), header, size)
             except OperatorError as exc:
-                text = f"{header}\n\nerror: {printable(str(exc))}"
+                text = fitted([header, "", f"error: {printable(str(exc))}"], size)
             click.clear()
-            click.echo(text)
+            click.echo(text, nl=False)  # a last newline would scroll the first line away
             time.sleep(every)
     except KeyboardInterrupt:
         click.echo()

@@ -1,11 +1,16 @@
 """`lock-monitor locks`: one pass now, printed for a person or a script."""
 
 import base64
+import fcntl
 import json
 import os
 import pty
 import signal
 import ssl
+import struct
+import termios
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from lock_monitor.views import UNKNOWN_AGE_WHY
@@ -312,19 +317,33 @@ def exit_code_within(pid: int, timeout: float) -> int:
     return os.waitstatus_to_exitcode(status)
 
 
+@contextmanager
+def on_a_terminal(*args: str, rows: int, columns: int) -> Iterator[tuple[int, int]]:
+    """The CLI on a pseudo-terminal of that size: its pid and the terminal's side to read."""
+    env = {k: v for k, v in monitor_env().items() if k not in ("COLUMNS", "LINES")}
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: the CLI on a terminal of its own, sized before it starts
+        fcntl.ioctl(0, termios.TIOCSWINSZ, struct.pack("HHHH", rows, columns, 0, 0))
+        command = monitor_command(*args)
+        os.execve(command[0], command, env)  # noqa: S606 (no shell: the argv as is)
+    os.set_blocking(fd, False)
+    try:
+        yield pid, fd
+    finally:
+        try:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        except (ProcessLookupError, ChildProcessError):
+            pass  # it exited, and was reaped
+        os.close(fd)
+
+
 def test_watch_refreshes_in_place_until_ctrl_c(redis_srv: RedisServer) -> None:
     client = redis_srv.client()
     mixed_locks(client, stuck=1, fresh=1)
-    env = monitor_env(COLUMNS="200", LINES="40")
-    pid, fd = pty.fork()
-    if pid == 0:  # the child: the CLI on a terminal of its own
-        command = monitor_command(
-            "locks", "--watch", "--every", "0.2", "--redis-url", redis_srv.url
-        )
-        os.execve(command[0], command, env)  # noqa: S606 (no shell: the argv as is)
-    os.set_blocking(fd, False)
+    args = ("locks", "--watch", "--every", "0.2", "--redis-url", redis_srv.url)
     seen: list[str] = []
-    try:
+    with on_a_terminal(*args, rows=40, columns=200) as (pid, fd):
         first = read_until(fd, "2 active, 1 stuck", seen)
         assert first.splitlines()[0].startswith("Every 0.2s: lock-monitor locks (redis://")
         mixed_locks(client, stuck=2, fresh=1)  # a second stuck lock
@@ -334,10 +353,23 @@ def test_watch_refreshes_in_place_until_ctrl_c(redis_srv: RedisServer) -> None:
         os.write(fd, b"\x03")  # Ctrl-C, as the terminal sends it
         assert exit_code_within(pid, timeout=5) == 0
         assert "Traceback" not in "".join(seen)
-    finally:
-        try:
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-        except (ProcessLookupError, ChildProcessError):
-            pass  # it exited, and was reaped above
-        os.close(fd)
+
+
+def test_watch_fits_a_small_terminal_as_watch_does(redis_srv: RedisServer) -> None:
+    """80x12, long keys and values: nothing wraps or scrolls the header and stuck rows away."""
+    client = redis_srv.client()
+    mixed_locks(client, stuck=2, fresh=0)
+    now_ms = client.time()[0] * 1000
+    for i in range(12):
+        client.set(f"lock:appointment:{'long-' * 20}{i}", f"{now_ms}:{'worker-' * 20}", px=30_000)
+    args = ("locks", "--watch", "--every", "0.2", "--redis-url", redis_srv.url)
+    with on_a_terminal(*args, rows=12, columns=80) as (_, fd):
+        latest = read_until(fd, "14 active, 2 stuck", [])
+    lines = latest.replace("\r", "").split("\n")
+    assert len(lines) == 12
+    assert max(len(line) for line in lines) == 80
+    assert lines[0].startswith("Every 0.2s: lock-monitor locks (redis://")
+    stuck = {"lock:appointment:s0", "lock:appointment:s1"}
+    assert {line.split()[0] for line in lines[3:5]} == stuck  # first, in sight
+    assert lines[-2] == "… 7 more"  # 14 locks, 7 rows shown
+    assert lines[-1].startswith("14 active, 2 stuck, 0 without TTL")
