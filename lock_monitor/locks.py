@@ -74,6 +74,7 @@ class LockTracker:
         # key -> (hash of the value it held, Redis time when first seen with that value)
         self._first_seen: dict[bytes, tuple[int, float]] = {}
         self._seen_this_pass: dict[bytes, tuple[int, float]] = {}
+        self._run_ids: dict[str, str] = {}  # node -> the run_id of its server, where INFO tells
 
     def classify(self, raw: RawLock) -> Lock:
         stamped = parse_timestamp(raw.value) if raw.value is not None else None
@@ -99,6 +100,16 @@ class LockTracker:
             previous = (fingerprint, raw.now)  # new, or released and taken again
         self._seen_this_pass[raw.key] = previous
         return max(0.0, raw.now - previous[1])
+
+    def server_started(self, node: str, run_id: str | None) -> None:
+        """Before reading `node`: when its server is not the one read last time (a restart, with
+        a new run_id), its keys were all created again, and a key holding the same value as
+        before is a new lock. The first sightings are forgotten: ages count afresh."""
+        if run_id is None:
+            return
+        if self._run_ids.get(node, run_id) != run_id:
+            self._first_seen = {}
+        self._run_ids[node] = run_id
 
     def finish_pass(self) -> None:
         """Forget keys that were not seen in the pass just completed."""

@@ -19,7 +19,7 @@ from lock_monitor.connection import Target, describe_tls_error
 from lock_monitor.deadline import PassBudget
 from lock_monitor.liveset import PassLock
 from lock_monitor.locks import LockTracker
-from lock_monitor.scanner import command_seconds, read_locks
+from lock_monitor.scanner import read_locks, server_reading
 from lock_monitor.snapshot import OLDEST_SHOWN, Snapshot, SnapshotBuilder
 from lock_monitor.stuck_log import StuckLocks
 
@@ -97,7 +97,8 @@ def read_pass(
         for name, client in target.nodes():
             try:
                 budget.check()
-                before = command_seconds(client, budget)
+                before = server_reading(client, budget)
+                tracker.server_started(name, before.run_id)
                 for raw in read_locks(client, scan.pattern, scan.count, seen, cluster, budget):
                     lock = tracker.classify(raw)
                     builder.add(lock)
@@ -108,7 +109,8 @@ def read_pass(
                         )
                     if lock.stuck:
                         stuck.add(raw.key, lock, previously_stuck)
-                redis_seconds.append(_spent(before, command_seconds(client, budget)))
+                after = server_reading(client, budget).command_seconds
+                redis_seconds.append(_spent(before.command_seconds, after))
             except Exception as exc:  # any node failing fails the pass, after trying all
                 failures[name] = budget.exceeded or describe_error(exc, settings)
             nodes.append((name, name not in failures))

@@ -116,6 +116,27 @@ def test_a_failed_pass_keeps_the_first_sightings() -> None:
     assert tracker.classify(raw(b"k", b"token", now=NOW + 50)).age_seconds == 50
 
 
+@pytest.mark.parametrize(
+    ("run_ids", "age"),
+    [
+        (["a", "a"], 50),  # the same server: the lock held all along
+        (["a", "b"], 0),  # restarted: the key was created again, with the same token
+        ([None, None], 50),  # INFO refused: no restart can be seen
+        (["a", None], 50),
+    ],
+)
+def test_first_sightings_are_forgotten_when_the_server_restarts(
+    run_ids: list[str | None], age: float
+) -> None:
+    tracker = LockTracker(30)
+    tracker.server_started("redis:6379", run_ids[0])
+    tracker.classify(raw(b"k", b"token", now=NOW))
+    tracker.finish_pass()
+    tracker.server_started("other:6379", "c")  # another node: not a restart
+    tracker.server_started("redis:6379", run_ids[1])
+    assert tracker.classify(raw(b"k", b"token", now=NOW + 50)).age_seconds == age
+
+
 def test_display_is_bounded_and_never_fails() -> None:
     assert display(b"\xff\x00ok", "string") == "\\xff\x00ok"
     long = display(b"x" * 1000, "string")

@@ -17,6 +17,7 @@ import redis
 from lock_monitor.config import ERROR_TEXT_LIMIT, RedisSettings, ScanSettings
 from lock_monitor.locks import LockTracker, RawLock
 from lock_monitor.passes import CLUSTER_HINT, PassFailed, describe_error, read_pass
+from lock_monitor.scanner import ServerReading
 from lock_monitor.snapshot import OLDEST_SHOWN
 
 NOW = 1_800_000_000.0
@@ -54,7 +55,9 @@ def fake_read_locks(
 @pytest.fixture(autouse=True)
 def _nodes_replaced(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("lock_monitor.passes.read_locks", fake_read_locks)
-    monkeypatch.setattr("lock_monitor.passes.command_seconds", lambda client, budget: 0.0)
+    monkeypatch.setattr(
+        "lock_monitor.passes.server_reading", lambda client, budget: ServerReading("id", 0.0)
+    )
 
 
 def held(key: str, seconds_ago: float, now: float = NOW) -> RawLock:
@@ -199,6 +202,7 @@ def test_redis_time_is_that_of_the_busiest_node(
     nodes = {name: Node(held(f"lock:{name}", 1)) for name in readings}
     by_node = {id(node): iter(readings[name]) for name, node in nodes.items()}
     monkeypatch.setattr(
-        "lock_monitor.passes.command_seconds", lambda client, budget: next(by_node[id(client)])
+        "lock_monitor.passes.server_reading",
+        lambda client, budget: ServerReading("id", next(by_node[id(client)])),
     )
     assert run(FakeTarget(nodes)).redis_seconds == busiest
