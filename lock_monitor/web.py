@@ -298,7 +298,10 @@ class _Server(ThreadingWSGIServer):
         # Only the accept loop's thread touches these. Waiting: (peer, when accepted), oldest first.
         self._waiting: dict[socket.socket, tuple[str, float]] = {}
         self._per_peer: collections.Counter[str] = collections.Counter()
-        self._ready: collections.deque[tuple[socket.socket, Any, float]] = collections.deque()
+        # Ready: (socket, address, when accepted, when its first bytes came), in order.
+        self._ready: collections.deque[tuple[socket.socket, Any, float, float]] = (
+            collections.deque()
+        )
         self._selector = selectors.DefaultSelector()
         self._stopping = threading.Event()
         self._stopped = threading.Event()
@@ -365,18 +368,25 @@ class _Server(ThreadingWSGIServer):
         if not sent:
             self._close_waiting(sock)
             return
+        accepted = self._waiting[sock][1]
         self._stop_waiting(sock)
-        self._ready.append((sock, address, time.monotonic()))
+        self._ready.append((sock, address, accepted, time.monotonic()))
 
     def _dispatch(self) -> None:
         """The connections with a request start a thread each, in order, while slots last."""
         while self._ready:
-            sock, address, since = self._ready[0]
+            sock, address, accepted, since = self._ready[0]
             if self._slots.acquire(blocking=False):
                 self._ready.popleft()
                 with self._open_lock:
-                    self._open[sock] = _Connection(time.monotonic(), sock)
-                super().process_request(sock, address)
+                    self._open[sock] = _Connection(accepted, sock)
+                try:
+                    super().process_request(sock, address)
+                except Exception:  # no thread could be started: this one is given up
+                    with self._open_lock:
+                        self._open.pop(sock, None)
+                    self._slots.release()
+                    self.shutdown_request(sock)
             elif time.monotonic() - since > FULL_WAIT_SECONDS:
                 self._ready.popleft()
                 self._refuse(sock)
