@@ -75,7 +75,7 @@ def test_a_lock_taken_again_after_a_restart_is_aged_afresh(tmp_path: Path) -> No
         server.client().set("lock:appointment:t", "token")
         wait_for(stuck_after_a_pass, what="the token lock stuck")
         with contextlib.suppress(redis.ConnectionError):
-            server.client().shutdown(nosave=True)
+            server.client(retry=None).shutdown(nosave=True)
         server.stop()
         server.start()
         server.client().set("lock:appointment:t", "token")
