@@ -149,6 +149,10 @@ class LockTracker:
         # Fingerprints new in this pass, to forget if it fails; None when nothing is
         # remembered from before (a failed pass then forgets everything it saw).
         self._first_sighted: list[int] | None = None
+        # Remembered from before a server restarted: gone, but told as gone only when a pass
+        # completes (a lock that was stuck is then logged as cleared).
+        self._lost: list[dict[int, float]] = _shards()
+        self._run_ids: dict[str, str] = {}  # node -> the run_id of its server, where INFO tells
 
     def _fresh(self) -> list[dict[int, float]] | list[_Seen]:
         return _shards() if self._remember else [_Seen() for _ in range(_SHARDS)]
@@ -240,8 +244,24 @@ class LockTracker:
             self.stuck_threshold,
         )
 
+    def server_started(self, node: str, run_id: str | None) -> None:
+        """Before reading `node`: when its server is not the one read last time (a restart, with
+        a new run_id), its keys were all created again, and a key holding the same value as
+        before is a new lock. The first sightings are forgotten: ages count afresh (a lock
+        whose value holds its start keeps it)."""
+        if run_id is None:
+            return
+        if self._run_ids.get(node, run_id) != run_id:
+            for previous, lost in zip(self._previous, self._lost, strict=True):
+                for print_ in [print_ for print_, start in previous.items() if start != _IN_VALUE]:
+                    lost[print_] = previous.pop(print_)
+        self._run_ids[node] = run_id
+
     def finish_pass(self) -> Vanished:
         """Forget the locks not seen in the pass just completed, and say which they were."""
+        for previous, lost in zip(self._previous, self._lost, strict=True):
+            previous.update(lost)
+        self._lost = _shards()
         vanished = Vanished(self._previous, self._previous_now)
         current, self._current = self._current, self._fresh()
         self._previous = self._starts(current)

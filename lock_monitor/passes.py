@@ -20,7 +20,7 @@ from lock_monitor.connection import Target, describe_tls_error
 from lock_monitor.deadline import PassBudget
 from lock_monitor.liveset import PassLock
 from lock_monitor.locks import Lock, LockTracker
-from lock_monitor.scanner import command_seconds, read_pages
+from lock_monitor.scanner import read_pages, server_reading
 from lock_monitor.snapshot import OLDEST_SHOWN, Snapshot, SnapshotBuilder
 from lock_monitor.stuck_log import STUCK_LOG_LIMIT, StuckLocks, StuckMemory
 
@@ -99,7 +99,8 @@ def read_pass(
         for name, client in target.nodes():
             try:
                 budget.check()
-                before = command_seconds(client, budget)
+                before = server_reading(client, budget)
+                tracker.server_started(name, before.run_id)
                 for page in read_pages(client, scan.pattern, scan.count, cluster, budget):
                     older_than = -math.inf if each else builder.older_than()
                     wanted = STUCK_LOG_LIMIT - len(stuck.new)
@@ -109,7 +110,8 @@ def read_pass(
                     builder.add(verdict)
                     builder.keys_scanned += verdict.active + page.released
                     stuck.add(verdict, name)
-                redis_seconds.append(_spent(before, command_seconds(client, budget)))
+                after = server_reading(client, budget).command_seconds
+                redis_seconds.append(_spent(before.command_seconds, after))
             except Exception as exc:  # any node failing fails the pass, after trying all
                 failures[name] = budget.exceeded or describe_error(exc, settings)
             nodes.append((name, name not in failures))

@@ -31,7 +31,7 @@ from lock_monitor.locks import VALUE_PREFIX
 # A PTTL of -2 means the key went away between SCAN and the read: released, not a lock.
 _GONE = -2
 _PLAIN_REPLIES = {bytes, int, list}
-# Every command a pass sends: Redis' time in them is what pacing counts (see command_seconds).
+# Every command a pass sends: Redis' time in them is what pacing counts (see server_reading).
 PASS_COMMANDS = ("scan", "getrange", "pttl", "type", "exists", "time")
 
 
@@ -200,20 +200,36 @@ def held_connection(client: redis.Redis, budget: PassBudget | None) -> Iterator[
         pool.release(connection)
 
 
-def command_seconds(client: redis.Redis, budget: PassBudget | None = None) -> float | None:
-    """Redis' own time so far in the commands a pass sends (INFO commandstats), or None where
-    the ACL refuses INFO. The counters are server-wide: other clients' SCANs count too, so a
-    difference of two readings errs high, never low."""
+class ServerReading(NamedTuple):
+    """What INFO says about a server around a pass; None where the ACL refuses INFO."""
+
+    run_id: str | None  # new each time the server starts: what was first seen before is gone
+    command_seconds: float | None  # Redis' own time so far in the commands a pass sends
+
+
+def server_reading(client: redis.Redis, budget: PassBudget | None = None) -> ServerReading:
+    """INFO server and INFO commandstats, in one round trip. The command counters are
+    server-wide: other clients' SCANs count too, so a difference of two readings errs high,
+    never low."""
     with held_connection(client, budget) as connection:
         if budget:
             budget.check()
-        connection.send_command("INFO", "commandstats")
-        try:
-            stats = parse_info(connection.read_response())  # type: ignore[no-untyped-call]
-        except redis.ResponseError:  # NOPERM: the user lacks +info
-            return None
+        connection.send_packed_command(
+            connection.pack_commands([("INFO", "server"), ("INFO", "commandstats")])
+        )
+        server, stats = _info(connection), _info(connection)
+    if server is None or stats is None:
+        return ServerReading(None, None)
     usec = sum(stats.get(f"cmdstat_{name}", {}).get("usec", 0) for name in PASS_COMMANDS)
-    return float(usec) / 1_000_000
+    return ServerReading(str(server.get("run_id")), float(usec) / 1_000_000)
+
+
+def _info(connection: Any) -> dict[str, Any] | None:
+    """One INFO reply, read in full; None when refused (NOPERM: the user lacks +info)."""
+    try:
+        return parse_info(connection.read_response())  # type: ignore[no-any-return,no-untyped-call]
+    except redis.ResponseError:
+        return None
 
 
 def _read_pages(

@@ -277,7 +277,7 @@ def _ago(seconds_ago: float) -> str:
 def _status(document: dict[str, Any]) -> str:
     """Redis' health and how old the data is; when Redis is down, that the data is old."""
     last, up = document["pass"], document["redis_up"]
-    error = _html_text(document["last_error"] or "")
+    error = _html_text((document["last_error"] or "").rstrip("."))  # the page ends the sentence
     if up is None:
         text, state = "Waiting for the first pass.", "waiting"
     elif up:
@@ -335,7 +335,7 @@ def _row(document: dict[str, Any], lock: dict[str, Any]) -> str:
     command = inspect_command(document, lock)
     cells = [
         ("Key", f'<code class="key">{esc(lock["key"])}</code>'),
-        ("Holder", esc(lock["holder"] or "—")),
+        ("Holder", f'<span class="holder">{esc(lock["holder"] or "—")}</span>'),
         ("Age", _age_cell(document, lock)),
         ("TTL", seconds(lock["ttl_seconds"])),
         ("Value", f'<span class="value">{esc(lock["value"])}</span>'),

@@ -267,6 +267,41 @@ def test_memory_does_not_follow_the_size_of_keys_or_values() -> None:
     assert remembered < 10_000  # fingerprints, not the 10 MB of keys nor the values
 
 
+@pytest.mark.parametrize(
+    ("run_ids", "age"),
+    [
+        (["a", "a"], 50),  # the same server: the lock held all along
+        (["a", "b"], 0),  # restarted: the key was created again, with the same token
+        ([None, None], 50),  # INFO refused: no restart can be seen
+        (["a", None], 50),
+    ],
+)
+def test_first_sightings_are_forgotten_when_the_server_restarts(
+    run_ids: list[str | None], age: float
+) -> None:
+    tracker = LockTracker(30)
+    tracker.server_started("redis:6379", run_ids[0])
+    one(tracker, raw(b"k", b"token", now=NOW))
+    tracker.finish_pass()
+    tracker.server_started("other:6379", "c")  # another node: not a restart
+    tracker.server_started("redis:6379", run_ids[1])
+    assert one(tracker, raw(b"k", b"token", now=NOW + 50)).age_seconds == age
+
+
+def test_a_restart_keeps_ages_from_values_and_tells_the_old_sightings_gone() -> None:
+    stamped = raw(b"s", b"%d" % ((NOW - 100) * 1000))
+    tracker = LockTracker(30)
+    tracker.server_started("redis:6379", "a")
+    read(tracker, stamped, raw(b"k", b"token"))
+    tracker.finish_pass()
+    tracker.server_started("redis:6379", "b")
+    verdict = read(tracker, stamped._replace(now=NOW + 50), raw(b"k", b"token", now=NOW + 50))
+    assert (verdict.stuck, verdict.still_stuck) == (1, 1)  # the stamped lock: stuck all along
+    assert [lock.age_seconds for lock in verdict.older] == [150, 0]
+    assert len(tracker.finish_pass()) == 1  # k as it was before the restart: gone
+    assert tracker.remembered == 2
+
+
 def test_display_is_bounded_and_never_fails() -> None:
     assert display(b"\xff\x00ok", "string") == "\\xff\x00ok"
     long = display(b"x" * 1000, "string")

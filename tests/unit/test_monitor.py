@@ -25,7 +25,7 @@ from lock_monitor.events import Events
 from lock_monitor.liveset import LiveSet
 from lock_monitor.monitor import Monitor
 from lock_monitor.passes import PassFailed, PassResult
-from lock_monitor.scanner import Page
+from lock_monitor.scanner import Page, ServerReading
 from lock_monitor.snapshot import Snapshot
 from lock_monitor.stuck_log import StuckLocks
 from tests.unit.pages import NOW, RawLock, pages_of
@@ -62,7 +62,9 @@ class FakeScanner:
 def redis_node(monkeypatch: pytest.MonkeyPatch) -> FakeScanner:
     scanner = FakeScanner()
     monkeypatch.setattr("lock_monitor.passes.read_pages", scanner)
-    monkeypatch.setattr("lock_monitor.passes.command_seconds", lambda client, budget: 0.0)
+    monkeypatch.setattr(
+        "lock_monitor.passes.server_reading", lambda client, budget: ServerReading("id", 0.0)
+    )
     return scanner
 
 
@@ -317,7 +319,9 @@ def test_a_real_pass_is_paced_from_its_own_duration(
     redis_node: FakeScanner, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Where INFO is refused, the wall time stands in for Redis' time."""
-    monkeypatch.setattr("lock_monitor.passes.command_seconds", lambda client, budget: None)
+    monkeypatch.setattr(
+        "lock_monitor.passes.server_reading", lambda client, budget: ServerReading(None, None)
+    )
     monitor = Monitor(SETTINGS, ScanSettings(interval=1e-6, max_redis_load=0.05))
     monitor.step()
     duration = monitor.state.snapshot.duration_seconds  # type: ignore[union-attr]

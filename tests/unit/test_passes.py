@@ -17,7 +17,7 @@ import redis
 from lock_monitor.config import ERROR_TEXT_LIMIT, RedisSettings, ScanSettings
 from lock_monitor.locks import LockTracker
 from lock_monitor.passes import CLUSTER_HINT, PassFailed, describe_error, read_pass
-from lock_monitor.scanner import Page
+from lock_monitor.scanner import Page, ServerReading
 from lock_monitor.snapshot import OLDEST_SHOWN
 from lock_monitor.stuck_log import StuckMemory
 from tests.unit.pages import NOW, RawLock, pages_of
@@ -54,7 +54,9 @@ def fake_read_pages(
 @pytest.fixture(autouse=True)
 def _nodes_replaced(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("lock_monitor.passes.read_pages", fake_read_pages)
-    monkeypatch.setattr("lock_monitor.passes.command_seconds", lambda client, budget: 0.0)
+    monkeypatch.setattr(
+        "lock_monitor.passes.server_reading", lambda client, budget: ServerReading("id", 0.0)
+    )
 
 
 def held(key: str, seconds_ago: float, now: float = NOW) -> RawLock:
@@ -210,6 +212,7 @@ def test_redis_time_is_that_of_the_busiest_node(
     nodes = {name: Node(held(f"lock:{name}", 1)) for name in readings}
     by_node = {id(node): iter(readings[name]) for name, node in nodes.items()}
     monkeypatch.setattr(
-        "lock_monitor.passes.command_seconds", lambda client, budget: next(by_node[id(client)])
+        "lock_monitor.passes.server_reading",
+        lambda client, budget: ServerReading("id", next(by_node[id(client)])),
     )
     assert run(FakeTarget(nodes)).redis_seconds == busiest
