@@ -171,9 +171,7 @@ class Subscriber:
 
     def _read(self, pubsub: redis.client.PubSub) -> None:
         connection: Any = pubsub.connection
-        # hiredis parses the replies of a whole socket read at once; with it, the ones
-        # already parsed are taken here without a Python-level round for each.
-        reader = getattr(connection._parser, "_reader", None)
+        reader = hiredis_reader(connection)
         stream = self.live.stream(self.prefix)
         last_data = time.monotonic()
         pinged: float | None = None
@@ -196,6 +194,16 @@ class Subscriber:
             if not self.verified and stream.received:
                 self.verified = True
                 self._changed(self)
+
+
+def hiredis_reader(connection: Any) -> Any:
+    """hiredis' reader of a connected redis-py connection, or None (no hiredis).
+
+    hiredis parses the replies of a whole socket read at once; the ones already parsed are
+    taken from it without a Python-level round for each. redis-py has no public way to it:
+    a test checks that this finds it with the pinned versions (else it is silently slower).
+    """
+    return getattr(getattr(connection, "_parser", None), "_reader", None)
 
 
 def _next_reply(pubsub: Any, wait: float) -> Any:
@@ -246,6 +254,7 @@ class EventsView:
     status: EventsStatus
     counts: LiveCounts | None  # the lock gauges now, while the live set is current
     counters: EventCounters
+    ended: frozenset[str] = frozenset()  # keys shown from the last pass the events saw end
 
 
 class Events:
@@ -274,9 +283,13 @@ class Events:
         self._reason: str | None = None
         self._sessions: tuple[tuple[str, int], ...] = ()
         self._ever_live = False
+        self._ever_subscribed = False  # from then on, a new subscription is a reconnect
         self._inferred: str | None = None  # why the traffic says the server does not publish
         self._reconnects = 0
-        self.on_subscribed: Callable[[], None] = lambda: None  # every node is subscribed anew
+        # A pass is wanted now: every node is subscribed anew (only a pass can make the live
+        # set current), or a subscription was lost (the gauges fall back on passes, and a
+        # lost Redis must show at once, not a pass interval later).
+        self.pass_wanted: Callable[[], None] = lambda: None
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._supervise, name="events", daemon=True)
@@ -288,19 +301,12 @@ class Events:
             self._thread.start()
 
     def stop(self, timeout: float = 1.0) -> None:
+        """Stop the supervisor, which stops the subscribers and then closes the connections
+        (not here: it may still be using them when `timeout` runs out)."""
         self._stop.set()
         self._wake.set()
-        with self._lock:
-            subscribers = list(self._subscribers.values())
-        for subscriber in subscribers:
-            subscriber.stop()
-        deadline = time.monotonic() + timeout
-        for subscriber in subscribers:
-            subscriber.join(max(0.0, deadline - time.monotonic()))
         if self._thread.is_alive():
-            self._thread.join(max(0.0, deadline - time.monotonic()))
-        if self._target is not None:
-            self._target.close()
+            self._thread.join(timeout)
 
     def status(self) -> EventsStatus:
         with self._lock:
@@ -313,10 +319,14 @@ class Events:
                 reconnects=self._reconnects,
             )
 
-    def view(self) -> EventsView:
+    def view(self, shown: Sequence[str] = ()) -> EventsView:
+        """The events now; `shown`: keys a page lists from the last pass, to tell which of
+        them the events saw end since."""
         status = self.status()
-        usable = status.up and self.live.usable()
-        return EventsView(status, self.live.counts() if usable else None, self.live.counters())
+        current = self.live.current(shown) if status.up else None
+        if current is None:
+            return EventsView(status, None, self.live.counters())
+        return EventsView(status, current.counts, self.live.counters(), current.ended)
 
     # --- what passes ask of it ------------------------------------------------------------
 
@@ -376,6 +386,18 @@ class Events:
     # --- the supervisor ---------------------------------------------------------------------
 
     def _supervise(self) -> None:
+        try:
+            self._follow_topology()
+        finally:
+            with self._lock:
+                subscribers = list(self._subscribers.values())
+            for subscriber in subscribers:
+                subscriber.stop()
+            for subscriber in subscribers:
+                subscriber.join(self.settings.timeout)
+            self._drop_target()
+
+    def _follow_topology(self) -> None:
         failures = 0
         while not self._stop.is_set():
             try:
@@ -436,12 +458,14 @@ class Events:
         sessions = tuple(sorted((s.name, s.sessions) for s in subscribers if s.state == "up"))
         all_up = bool(subscribers) and all(s.state == "up" for s in subscribers)
         if sessions != self._sessions:
-            if self._ever_live:
+            if self._ever_subscribed:
                 self._reconnects += sum(1 for session in sessions if session not in self._sessions)
+            lost = any(session not in sessions for session in self._sessions)
             self._sessions = sessions
+            self._ever_subscribed = self._ever_subscribed or all_up
             self.live.subscriptions_changed(all_up)
-            if all_up:
-                self.on_subscribed()
+            if all_up or lost:
+                self.pass_wanted()
         states = {s.state for s in subscribers}
         reason: str | None = None
         if "refused" in states:

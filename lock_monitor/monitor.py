@@ -76,10 +76,10 @@ class Monitor:
         self._min_wait = 0.0  # the shortest wait pacing allows after the last pass
         self._paced_on_wall_time = False  # logged once: the ACL refuses INFO
         self._stop = threading.Event()
-        self._soon = threading.Event()  # a pass is wanted early (events just subscribed)
+        self._soon = threading.Event()  # a pass is wanted early (events subscribed or lost)
         self._thread = threading.Thread(target=self._loop, name="pass-loop", daemon=True)
         if self.events is not None:
-            self.events.on_subscribed = self._soon.set
+            self.events.pass_wanted = self._soon.set
 
     def start(self) -> None:
         if self.events is not None:
@@ -102,7 +102,8 @@ class Monitor:
             waited_from = time.monotonic()
             if self._soon.wait(delay):
                 # Events were (re)subscribed: only a pass that starts now can make the live
-                # set current, so it comes as soon as the pacing allows, not an interval later.
+                # set current; or lost: the gauges come from passes again, and a lost Redis
+                # must show now. The pass comes as soon as the pacing allows.
                 self._soon.clear()
                 self._stop.wait(self._min_wait - (time.monotonic() - waited_from))
 

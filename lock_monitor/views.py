@@ -81,10 +81,13 @@ def status_document(
 ) -> dict[str, Any]:
     """The document (its schema is in the docs): `locks` defaults to the snapshot's oldest;
     `one_pass` is for `lock-monitor locks`, which has no next pass to wait for and no
-    memory of earlier sightings; `events` is the keyspace events' view (None: not followed)."""
+    memory of earlier sightings; `events` is the keyspace events' view (None: not followed):
+    a lock they saw end since the pass is left out."""
     snapshot = state.snapshot
     if locks is None:
         locks = () if snapshot is None else snapshot.oldest
+    if events is not None and events.ended:
+        locks = [lock for lock in locks if lock.key not in events.ended]
     return {
         "target": target,
         "mode": mode,
@@ -165,6 +168,23 @@ def events_summary(events: dict[str, Any]) -> str:
     return line
 
 
+def current_counts(document: dict[str, Any]) -> dict[str, Any]:
+    """The counts as /metrics has them now: the events' live set while it is current, else
+    the last pass (whose `locks` the document lists either way)."""
+    live: dict[str, Any] | None = (document.get("events") or {}).get("live")
+    return live or document["pass"]
+
+
+def from_pass_note(document: dict[str, Any]) -> str | None:
+    """While the counts are live, that the locks listed are the last pass's."""
+    if not (document.get("events") or {}).get("live"):
+        return None
+    return (
+        f"counts now, from keyspace events; the locks listed are from the pass "
+        f"{ago(document['pass']['seconds_ago'])} ago, without those that ended since"
+    )
+
+
 def held_for(value: float | None) -> str:
     """How long a lock that ended was held; unknown when its acquisition was not seen."""
     return UNKNOWN if value is None else f"{value:.3f}s"
@@ -210,11 +230,12 @@ def lock_table(document: dict[str, Any]) -> str:
         + line[-1]
         for line in lines
     ]
-    last = document["pass"]
+    last, counts = document["pass"], current_counts(document)
     summary = (
-        f"{last['active']} active, {last['stuck']} stuck, {last['without_ttl']} without TTL "
+        f"{counts['active']} active, {counts['stuck']} stuck, {counts['without_ttl']} without TTL "
         f"({printable(document['target'])})"
     )
+    note = from_pass_note(document)
     unknown = last.get("unknown_age", 0)
     why = [f"{unknown} of unknown age: {UNKNOWN_AGE_WHY}"] if unknown else []
     events = document.get("events")
@@ -226,7 +247,16 @@ def lock_table(document: dict[str, Any]) -> str:
             for end in events["recent_ends"]
         ]
     )
-    return "\n".join([*rows, *([events_summary(events)] if events else []), *ends, summary, *why])
+    return "\n".join(
+        [
+            *rows,
+            *([events_summary(events)] if events else []),
+            *ends,
+            summary,
+            *([note] if note else []),
+            *why,
+        ]
+    )
 
 
 # --- the status page -------------------------------------------------------------------------
@@ -295,17 +325,16 @@ def _status(document: dict[str, Any]) -> str:
 
 
 def _counts(document: dict[str, Any]) -> str:
-    last = document["pass"]
-    if last is None:
+    if document["pass"] is None:
         return ""
-    oldest = max((lock["age_seconds"] or 0.0 for lock in document["locks"]), default=0.0)
-    live = (document.get("events") or {}).get("live")
-    if live:  # the events' live set: the same numbers as /metrics, now
-        last, oldest = live, live["oldest_age_seconds"]
+    counts = current_counts(document)  # the same numbers as /metrics
+    oldest = counts.get("oldest_age_seconds")  # live; a pass has its oldest lock listed
+    if oldest is None:
+        oldest = max((lock["age_seconds"] or 0.0 for lock in document["locks"]), default=0.0)
     tiles = [
-        ("active", "active", last["active"]),
-        ("stuck", "stuck alert" if last["stuck"] else "stuck", last["stuck"]),
-        ("without TTL", "without-ttl", last["without_ttl"]),
+        ("active", "active", counts["active"]),
+        ("stuck", "stuck alert" if counts["stuck"] else "stuck", counts["stuck"]),
+        ("without TTL", "without-ttl", counts["without_ttl"]),
         ("oldest age", "oldest", seconds(oldest)),
     ]
     return "".join(
@@ -402,13 +431,15 @@ def status_page(
     elif last is None:
         title = "waiting"
     else:
-        title = f"{last['stuck']} stuck, {last['active']} active"
+        counts = current_counts(document)
+        title = f"{counts['stuck']} stuck, {counts['active']} active"
     drawn = charts(window, series, document["stuck_threshold_seconds"]) if window else ""
     caption = ""
     if last is not None:
         shown, active = len(document["locks"]), last["active"]
         every = f"all {shown} locks" if shown == active else f"the {shown} oldest of {active} locks"
-        caption = f'<p class="caption">{every}, stuck first</p>'
+        note = from_pass_note(document)
+        caption = f'<p class="caption">{every}, stuck first{f" ({note})" if note else ""}</p>'
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">

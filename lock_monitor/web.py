@@ -18,7 +18,7 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from http import HTTPStatus
 from importlib import resources
@@ -126,7 +126,7 @@ class App:
         *,
         stuck_threshold: float = ScanSettings.stuck_threshold,
         history: History | None = None,
-        events: Callable[[], EventsView] | None = None,
+        events: Callable[[Sequence[str]], EventsView] | None = None,
         auth: BasicAuth | None = None,
         headers: Iterable[tuple[str, str]] = (),
     ) -> None:
@@ -190,9 +190,13 @@ class App:
         return HTTPStatus.OK, "ready\n", TEXT
 
     def document(self, now: float) -> dict[str, Any]:
-        events = self.events() if self.events is not None else None
+        state = self.state()
+        events = None
+        if self.events is not None:  # which of the locks listed the events saw end since
+            shown = () if state.snapshot is None else state.snapshot.oldest
+            events = self.events([lock.key for lock in shown])
         return status_document(
-            self.state(),
+            state,
             self.target,
             self.mode,
             now,

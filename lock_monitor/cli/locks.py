@@ -58,6 +58,7 @@ from lock_monitor.stuck_log import StuckMemory
 from lock_monitor.views import (
     UNKNOWN_AGE_WHY,
     ago,
+    current_counts,
     lock_entry,
     lock_table,
     printable,
@@ -229,7 +230,7 @@ def stale_warning(document: dict[str, Any]) -> str | None:
 def exit_code(document: dict[str, Any]) -> int:
     if document["redis_up"] is False:
         return 1  # the daemon's last good pass is not the current state
-    if document["pass"]["stuck"]:
+    if current_counts(document)["stuck"]:  # live while events are, as /metrics
         return EXIT_STUCK
     return EXIT_UNKNOWN_AGES if document["pass"].get("unknown_age") else 0
 

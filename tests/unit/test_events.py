@@ -4,6 +4,7 @@ The subscribers against a real server are in tests/integration/test_events.py.""
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -79,7 +80,7 @@ def test_live_only_when_every_node_is_subscribed_and_publishes() -> None:
     events, live = supervisor()
     one, two = Stub("a:1").up(), Stub("b:1")
     subscribed: list[bool] = []
-    events.on_subscribed = lambda: subscribed.append(True)
+    events.pass_wanted = lambda: subscribed.append(True)
     with capture_logs() as logs:
         update(events, one, two)
         assert events.status().state == "starting"
@@ -223,3 +224,66 @@ def test_startup_check_cannot_tell_while_redis_is_down() -> None:
         raise redis.ConnectionError("refused")
 
     assert startup_problem(SETTINGS, down) is None
+
+
+def test_a_lost_subscription_asks_for_a_pass_at_once() -> None:
+    """The gauges fall back on passes: the next one must come now, not an interval later,
+    so that a Redis that went away shows as down (and its locks as unknown) at once."""
+    events, _ = supervisor()
+    wanted: list[str] = []
+    events.pass_wanted = lambda: wanted.append(events.status().state)
+    one, two = Stub("a:1").up(), Stub("b:1").up()
+    update(events, one, two)
+    assert len(wanted) == 1  # every node subscribed
+    one.state, one.reason = "down", "ConnectionError: Connection refused"
+    update(events, one, two)
+    assert len(wanted) == 2
+    update(events, one, two)  # still down, retrying: no pass for each attempt
+    assert len(wanted) == 2
+
+
+def test_reconnects_are_counted_before_the_server_is_known_to_publish() -> None:
+    """CONFIG GET refused and no event yet ("unverified"): a lost subscription made again is
+    a reconnect all the same."""
+    events, _ = supervisor()
+    node = Stub("a:1").up(verified=False)
+    update(events, node)
+    node.state = "down"
+    update(events, node)
+    update(events, node.up(verified=False))
+    assert events.status().state == "unverified"
+    assert events.status().reconnects == 1
+
+
+class Blocking:
+    """A topology whose nodes() blocks until released; notes when it is closed."""
+
+    keeps_topology = False
+
+    def __init__(self) -> None:
+        self.entered, self.release = threading.Event(), threading.Event()
+        self.closed_while_busy: bool | None = None
+        self.busy = False
+
+    def nodes(self) -> list[Any]:
+        self.busy = True
+        self.entered.set()
+        self.release.wait(5)
+        self.busy = False
+        return []
+
+    def close(self) -> None:
+        self.closed_while_busy = self.busy
+
+
+def test_stop_leaves_the_connections_to_the_supervisor_until_it_has_finished() -> None:
+    topology = Blocking()
+    live = LiveSet(stuck_threshold=30)
+    events = Events(SETTINGS, "lock:*", "auto", live, structlog.get_logger(), lambda s: topology)  # type: ignore[arg-type, return-value]
+    events.start()
+    assert topology.entered.wait(5)
+    events.stop(timeout=0.05)  # the supervisor is still reading the topology
+    assert topology.closed_while_busy is None
+    topology.release.set()
+    events._thread.join(5)
+    assert topology.closed_while_busy is False  # closed once, after it was done with it

@@ -2,9 +2,25 @@
 
 from __future__ import annotations
 
+import bisect
+import math
+import random
+import tracemalloc
+from typing import Any
+
 import pytest
 
-from lock_monitor.liveset import HOLD_BUCKETS, LIVE_LOCKS_LIMIT, UNKNOWN, LiveSet, Stream
+from lock_monitor.liveset import (
+    HOLD_BUCKETS,
+    KEY_KEPT,
+    LIVE_LOCKS_LIMIT,
+    RECONCILE_CHUNK,
+    UNKNOWN,
+    ByAge,
+    LiveSet,
+    Stream,
+)
+from lock_monitor.locks import display
 
 PREFIX = b"__keyspace@0__:"
 START = 1000.0  # this host's monotonic clock at the start of each test
@@ -47,6 +63,11 @@ def send(stream: Stream, *events: tuple[str, str]) -> None:
     stream.apply(
         [[b"pmessage", PREFIX + b"*", PREFIX + key.encode(), e.encode()] for key, e in events]
     )
+
+
+def times(live: LiveSet) -> dict[bytes, float]:
+    """Each held lock's acquisition time."""
+    return {key: at for key, (at, _) in live.held.items()}
 
 
 def acquire(stream: Stream, key: str) -> None:
@@ -120,7 +141,7 @@ def test_each_end_counts_its_outcome_and_observes_the_hold_time(
         name: int(name == outcome) for name in ("released", "expired", "evicted")
     }
     hold = counters.hold[outcome]
-    assert (hold.count, hold.total) == (1, pytest.approx(2.5))
+    assert (hold.buckets[-1], hold.total) == (1, pytest.approx(2.5))
     assert hold.buckets[HOLD_BUCKETS.index(2.5)] == 1  # le="2.5" includes 2.5
     assert hold.buckets[HOLD_BUCKETS.index(1.0)] == 0
     assert live.counts().active == 0
@@ -135,7 +156,7 @@ def test_an_end_of_a_lock_held_before_listening_counts_without_a_hold_time(
     send(live.stream(PREFIX), ("lock:old", "del"))
     counters = live.counters()
     assert counters.releases["released"] == 1
-    assert counters.hold["released"].count == 0
+    assert counters.hold["released"].buckets[-1] == 0
 
 
 def test_hash_locks(live: LiveSet) -> None:
@@ -190,7 +211,7 @@ def test_arrival_times_are_converted_to_redis_time(live: LiveSet, clock: Clock) 
     seed(live)
     live.measure_offset(REDIS_AT_START + 100, START)  # Redis' clock is 100 s ahead of before
     acquire(live.stream(PREFIX), "lock:1")
-    assert live.held[b"lock:1"] == REDIS_AT_START + 100
+    assert times(live) == {b"lock:1": REDIS_AT_START + 100}
 
 
 def test_a_pass_seeds_the_set_without_counting_corrections(live: LiveSet) -> None:
@@ -275,7 +296,7 @@ def test_a_lock_seen_by_its_expire_only_gets_its_age_from_the_next_pass(
     seed(live)
     mark = live.begin_pass()
     send(live.stream(PREFIX), ("lock:1", "expire"))  # held since before we listened
-    assert live.held[b"lock:1"] == UNKNOWN
+    assert times(live) == {b"lock:1": UNKNOWN}
     assert live.counts().stuck == 0  # unknown age: never stuck
     live.reconcile(mark, [(b"lock:1", REDIS_AT_START - 60, True, True)])
     assert live.counts().stuck == 1
@@ -293,7 +314,7 @@ def test_the_holders_stamp_wins_over_the_arrival_time(live: LiveSet, clock: Cloc
             (b"lock:token", REDIS_AT_START + 1, True, False),  # first seen by the pass, later
         ],
     )
-    assert live.held == {b"lock:stamped": REDIS_AT_START - 0.2, b"lock:token": REDIS_AT_START}
+    assert times(live) == {b"lock:stamped": REDIS_AT_START - 0.2, b"lock:token": REDIS_AT_START}
 
 
 def test_the_set_stops_growing_at_its_limit(clock: Clock) -> None:
@@ -365,3 +386,184 @@ def test_a_huge_key_is_kept_bounded_and_still_matches_the_pass(live: LiveSet) ->
     assert result.corrections == 0
     send(live.stream(PREFIX), (huge, "del"))
     assert live.counts().active == 0
+
+
+# --- hold times only for locks whose acquisition was seen -------------------------------------
+
+
+def test_a_lock_first_seen_by_a_pass_ends_without_a_hold_time(live: LiveSet, clock: Clock) -> None:
+    """Held before the monitor listened: the pass's first sighting tells when it becomes stuck,
+    not how long it was held; only the holder's own stamp does."""
+    seed(
+        live,
+        (b"lock:token", REDIS_AT_START - 3, True, False),  # first seen by the pass
+        (b"lock:stamped", REDIS_AT_START - 3, True, True),  # `<epoch-ms>` in its value
+    )
+    clock.now += 28
+    assert live.counts().stuck == 2  # both held for more than 30 s by then
+    send(live.stream(PREFIX), ("lock:token", "evicted"), ("lock:stamped", "evicted"))
+    hold = live.counters().hold["evicted"]
+    assert (hold.buckets[-1], hold.total) == (1, pytest.approx(31))
+    assert [end.hold_seconds for end in live.counters().recent] == [None, pytest.approx(31)]
+
+
+def test_an_acquisition_seen_keeps_its_hold_time_through_passes_and_renames(
+    live: LiveSet, clock: Clock
+) -> None:
+    seed(live, (b"lock:old", REDIS_AT_START, True, False))
+    stream = live.stream(PREFIX)
+    acquire(stream, "lock:new")
+    clock.now += 1
+    # The next pass first sees lock:new now, without a stamp: the event's time stays.
+    live.reconcile(
+        live.begin_pass(),
+        [
+            (b"lock:old", REDIS_AT_START, True, False),
+            (b"lock:new", REDIS_AT_START + 1, True, False),
+        ],
+    )
+    send(stream, ("lock:new", "rename_from"), ("lock:moved", "rename_to"))
+    send(stream, ("lock:old", "rename_from"), ("lock:old2", "rename_to"))
+    clock.now += 1
+    send(stream, ("lock:moved", "del"), ("lock:old2", "del"))
+    hold = live.counters().hold["released"]
+    assert (hold.buckets[-1], hold.total) == (1, pytest.approx(2))
+
+
+# --- Redisson's hash locks ------------------------------------------------------------------
+
+
+def test_a_hash_lock_released_as_redisson_does_is_not_a_renewal(live: LiveSet) -> None:
+    """Redisson unlocks with HINCRBY -1, then DEL once the count is 0: no renewal there."""
+    seed(live)
+    stream = live.stream(PREFIX)
+    send(stream, ("lock:h", "hincrby"), ("lock:h", "expire"))  # lock()
+    send(stream, ("lock:h", "hincrby"), ("lock:h", "del"))  # unlock()
+    counters = live.counters()
+    assert (counters.acquisitions, counters.renewals, counters.releases["released"]) == (1, 0, 1)
+
+
+def test_a_hash_field_written_on_a_held_lock_is_not_a_renewal_but_its_ttl_is(
+    live: LiveSet,
+) -> None:
+    seed(live)
+    stream = live.stream(PREFIX)
+    send(stream, ("lock:h", "hset"), ("lock:h", "expire"))
+    send(stream, ("lock:h", "hset"))
+    assert live.counters().renewals == 0
+    send(stream, ("lock:h", "hincrby"), ("lock:h", "expire"))  # re-entered: the TTL set again
+    assert live.counters().renewals == 1
+    assert live.counts().without_ttl == 0  # HSET keeps a TTL
+
+
+# --- nothing under the lock walks every held lock ---------------------------------------------
+
+
+class NoWalk(dict[bytes, Any]):
+    """A dict that may be read by key, never walked."""
+
+    def __iter__(self) -> Any:
+        raise AssertionError("walked every held lock")
+
+    values = items = keys = __iter__
+
+
+def test_the_counts_are_read_without_walking_every_lock(live: LiveSet, clock: Clock) -> None:
+    seed(live, *[(b"lock:%d" % i, REDIS_AT_START - i, i % 3 == 0, True) for i in range(3000)])
+    live.held = NoWalk(live.held)
+    counts = live.counts()
+    assert (counts.active, counts.without_ttl) == (3000, 2000)
+    assert counts.stuck == 3000 - 31  # acquired more than 30 s ago: i > 30
+    assert counts.oldest_age_seconds == pytest.approx(2999)
+    clock.now += 10
+    assert live.counts().stuck == 3000 - 21
+    send(live.stream(PREFIX), ("lock:2999", "del"), ("lock:0", "del"))
+    assert live.counts().oldest_age_seconds == pytest.approx(3008)
+    assert live.counts().stuck == 3000 - 21 - 1
+
+
+class Watched:
+    """The live set's lock, noting how many locks are held each time it is taken."""
+
+    def __init__(self, live: LiveSet) -> None:
+        self.live, self.inner, self.sizes = live, live.lock, list[int]()
+
+    def __enter__(self) -> None:
+        self.inner.acquire()
+        self.sizes.append(len(self.live.held))
+
+    def __exit__(self, *exc: object) -> None:
+        self.inner.release()
+
+
+def test_a_pass_sweeps_the_locks_it_did_not_read_a_chunk_at_a_time(live: LiveSet) -> None:
+    """Events and scrapes wait for a chunk, not for the whole set."""
+    count = 5 * RECONCILE_CHUNK
+    seed(live, *[(b"lock:%d" % i, REDIS_AT_START, True, True) for i in range(count)])
+    watched = live.lock = Watched(live)  # type: ignore[assignment]
+    result = live.reconcile(live.begin_pass(), [])  # all of them released, the events lost
+    assert result.corrections == count
+    assert live.held == {}
+    between = {size for size in watched.sizes if 0 < size < count}
+    assert len(between) >= 4, watched.sizes  # others could take the lock in between
+
+
+def test_ordered_by_age_agrees_with_a_sorted_list() -> None:
+    rng = random.Random(13)
+    order, expected = ByAge(), list[tuple[float, bytes]]()
+    for step in range(20_000):
+        if expected and rng.random() < 0.45:
+            entry = expected.pop(rng.randrange(len(expected)))
+            order.remove(entry)
+        else:
+            entry = (float(rng.randrange(500)) if step % 7 else math.inf, b"%d" % step)
+            bisect.insort(expected, entry)
+            order.add(entry)
+        if step % 97 == 0:
+            cutoff = float(rng.randrange(520))
+            assert order.count_before(cutoff) == bisect.bisect_left(expected, (cutoff,))
+            assert order.first() == (expected[0] if expected else None)
+            middle = expected[len(expected) // 2] if expected else None
+            assert order.after(middle, 50) == expected[len(expected) // 2 + 1 :][:50]
+    assert order.after(None, len(expected) + 1) == expected
+
+
+# --- memory, in bytes -----------------------------------------------------------------------
+
+
+def test_long_keys_cost_a_bounded_number_of_bytes_each(live: LiveSet) -> None:
+    """Hostile key names: the set keeps a short start and a digest of each, and a pass's
+    record of the keys events touched keeps no copy of them."""
+    seed(live)
+    stream = live.stream(PREFIX)
+    count, long_key = 2000, "lock:" + "k" * 10_000 + "%d"
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for i in range(count):
+            acquire(stream, long_key % i)
+        live.begin_pass()
+        for i in range(count):
+            send(stream, (long_key % i, "expire"))  # renewed while a pass runs
+        per_lock = (tracemalloc.get_traced_memory()[0] - before) / count
+    finally:
+        tracemalloc.stop()
+    assert live.counts().active == count
+    assert per_lock < KEY_KEPT + 500, per_lock
+
+
+def test_the_locks_a_page_lists_that_ended_since_are_told_when_shown_exactly(
+    live: LiveSet,
+) -> None:
+    long_key = b"lock:" + b"k" * 300
+    keys = [b"lock:held", b"lock:gone", b"lock:\xff", long_key]
+    assert live.current([]) is None  # not current yet: nothing to tell
+    seed(live, *[(key, REDIS_AT_START, True, True) for key in keys])
+    stream = live.stream(PREFIX)
+    stream.apply([[b"pmessage", b"*", PREFIX + key, b"del"] for key in keys[1:]])
+    shown = [display(key, "key") for key in keys]
+    assert shown[2:] == ["lock:\\xff", "lock:" + "k" * 195 + "…"]
+    current = live.current(shown)
+    assert current is not None
+    assert current.ended == {"lock:gone"}  # the others' display is not the key itself
+    assert current.counts.active == 1

@@ -301,7 +301,7 @@ def test_the_early_pass_after_a_subscription_is_paced_on_redis_time(
     monitor = Monitor(SETTINGS, ScanSettings(interval=3600), events=subscriptions)
     stop = monitor._stop = StopAtFirstWait()
     timed.duration, timed.redis_seconds = duration, redis_seconds
-    subscriptions.on_subscribed()  # every node subscribed: a pass is wanted early
+    subscriptions.pass_wanted()  # every node subscribed: a pass is wanted early
     monitor._loop()
     assert monitor.state.delay_seconds == 3600  # the regular wait
     assert stop.waits[0] == pytest.approx(early_wait, abs=0.5)  # less the time already spent

@@ -14,6 +14,7 @@ import pytest
 from click.testing import CliRunner
 
 from lock_monitor.cli import cli
+from lock_monitor.cli.locks import EXIT_STUCK, exit_code
 from lock_monitor.config import RedisSettings, ScanSettings
 from lock_monitor.events import EventsStatus, EventsView
 from lock_monitor.history import PASS_SERIES, History
@@ -349,6 +350,42 @@ def test_events_in_the_document_the_table_and_the_page() -> None:
     assert 'data-count="active"><b>4</b>' in page  # the tiles show the live counts
     assert 'data-count="stuck"><b>1</b>' in page
     assert "The counts above are live." in page
+
+
+def test_while_events_are_live_the_counts_are_now_and_ended_locks_are_left_out() -> None:
+    """/metrics says 2 stuck now (a lock crossed the threshold since the pass), and EVIL was
+    evicted since: the table, the page and `locks --from`'s exit code agree with /metrics."""
+    status = EventsStatus("auto", "live", None, (("redis:6379", "up"),), True, reconnects=0)
+    view = EventsView(status, LiveCounts(2, 2, 0, 45.0), event_counters(), frozenset({EVIL.key}))
+    state = MonitorState(redis_up=True, snapshot=SNAPSHOT, nodes=NODES)
+    document = status_document(state, TARGET, "standalone", NOW, stuck_threshold=30, events=view)
+    assert [lock["key"] for lock in document["locks"]] == [FRESH.key]
+    assert document["pass"]["stuck"] == 1  # the pass's own figures are kept as they were
+    table = lock_table(document).splitlines()
+    assert table[-2] == f"2 active, 2 stuck, 0 without TTL ({TARGET})"
+    assert table[-1] == (
+        "counts now, from keyspace events; the locks listed are from the pass 2 s ago, "
+        "without those that ended since"
+    )
+    assert exit_code(document) == EXIT_STUCK
+    assert exit_code(document | {"events": None}) == EXIT_STUCK  # the pass: 1 stuck
+    page = status_page(document)
+    assert "<title>lock-monitor: 2 stuck, 2 active</title>" in page
+    assert "lock:appointment:&lt;script&gt;" not in page
+    assert "the locks listed are from the pass" in page
+
+
+def test_a_lock_that_became_stuck_since_the_pass_sets_the_exit_code() -> None:
+    status = EventsStatus("auto", "live", None, (("redis:6379", "up"),), True, reconnects=0)
+    calm = Snapshot(NOW - 2, 0.25, 1, 1, 0, 0, (FRESH,))
+    state = MonitorState(redis_up=True, snapshot=calm, nodes=NODES)
+    for live_stuck, code in [(0, 0), (1, EXIT_STUCK)]:
+        view = EventsView(status, LiveCounts(1, live_stuck, 0, 31.0), event_counters())
+        document = status_document(
+            state, TARGET, "standalone", NOW, stuck_threshold=30, events=view
+        )
+        assert exit_code(document) == code
+        assert lock_table(document).splitlines()[-2].startswith(f"1 active, {live_stuck} stuck")
 
 
 # Terminal escapes a key, a value or an error text could carry: clear screen, window title,

@@ -46,7 +46,7 @@ def snapshot(seconds_ago: float) -> Snapshot:
 
 
 def make_app(state: MonitorState, alive: bool = True, events: EventsView | None = None) -> App:
-    view = None if events is None else lambda: events
+    view = None if events is None else lambda shown=(): events
     return App(
         lambda: state,
         lambda: alive,
