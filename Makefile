@@ -21,7 +21,7 @@ lint: $(STAMP)
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy
 
-# Not part of `make test`: about six minutes against 1,000,000 keys (see docs/performance.md).
+# Not part of `make test`: about eleven minutes against 1,000,000 keys (see docs/performance.md).
 bench: $(STAMP)
 	$(PY) benchmarks/bench.py
 	$(PY) benchmarks/events_bench.py

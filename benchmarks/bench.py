@@ -1,16 +1,21 @@
-"""`make bench`: how much the exporter costs, against a real Redis with 1,000,000 keys.
+"""`make bench`: how much the exporter costs, against a real Redis with 1,000,000 other keys.
 
-Measures in one run and prints a table against the targets:
+Measures in one run, growing the locks from 10,000 to 100,000 to 1,000,000, and prints a
+table against the targets:
 (a) a bare SCAN MATCH pass with redis-py, the floor no lock monitor can beat;
-(b) the exporter's full pass, and b / a;
-(c) /metrics latency while passes run back to back;
-(d) peak RSS of the daemon holding 100,000 live locks;
-(e) the share of Redis' own time the daemon takes at its default settings.
+(b) the exporter's full pass, as a ratio to (a) measured just before it (pairs interleaved),
+    for timestamp and token values, with none and with all of them stuck;
+(c) /metrics latency while passes run back to back, at 10,000 and at 1,000,000 locks;
+(d) peak RSS of the daemon with every lock stuck and token values (the most to remember);
+(e) the share of Redis' own time the daemon takes at its default settings;
+(f) `lock-monitor locks` (table and --json) at 1,000,000 locks: peak RSS, and wall time as
+    a ratio to (a).
 Exits 1 when a target is missed. Absolute times vary between machines; compare the ratios.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import statistics
@@ -31,54 +36,82 @@ from lock_monitor.connection import Target, connect
 from lock_monitor.demo.redis_server import RedisProcess, find_redis_server, free_port
 from lock_monitor.locks import LockTracker
 from lock_monitor.passes import read_pass
+from lock_monitor.stuck_log import StuckMemory
 
 ROOT = Path(__file__).resolve().parent.parent
 OTHER_KEYS = 1_000_000
-LOCKS = 10_000
-RSS_LOCKS = 100_000
 PATTERN = "lock:appointment:*"
 COUNT = ScanSettings.count
-RUNS = 7  # passes of (a) and (b) each, interleaved; medians are compared
+# (locks, passes of (a) and (b) each, interleaved, per value kind and stuck case, target ratio)
+SIZES = ((10_000, 7, 1.15), (100_000, 7, 1.25), (1_000_000, 5, 1.6))
+RSS_TARGETS = {100_000: 60.0, 1_000_000: 250.0}  # MB, the daemon with every lock stuck
+LOCKS_RSS_TARGET = 120.0  # MB, `lock-monitor locks` at 1,000,000 locks
 SCRAPES = 500
 SCRAPE_GAP = 0.01  # seconds between scrapes, so they spread over several passes
 LOAD_WINDOW = 60.0  # seconds over which (e) is measured
 BATCH = 10_000  # keys per pipelined MSET / SET batch while filling
-MONITOR_COMMANDS = ("scan", "mget", "pttl", "type", "time")
+MONITOR_COMMANDS = ("scan", "getrange", "pttl", "type", "exists", "time")
+FRESH, STUCK = 1e9, 0.0  # stuck thresholds: nothing is stuck, or everything (after a pass)
 T = TypeVar("T")
+Row = tuple[str, str, str, str]
 
 
 def fill(
-    client: redis.Redis, other: tuple[int, int], locks: tuple[int, int], age: float = 0
+    client: redis.Redis,
+    other: tuple[int, int],
+    locks: tuple[int, int],
+    age: float = 0,
+    tokens: bool = False,
 ) -> None:
-    """Write keys fast: MSET batches for the others, pipelined SET PX for the locks, which
-    were taken `age` seconds ago by the timestamp in their value."""
+    """Write keys fast: MSET batches for the others, pipelined SET PX for the locks, whose
+    values are `<epoch-ms>:<holder>` taken `age` seconds ago, or opaque tokens."""
     for start in range(*other, BATCH):
         client.mset({f"other:{i}": "x" for i in range(start, min(start + BATCH, other[1]))})
     stamp = f"{int((time.time() - age) * 1000)}:bench"
     for start in range(*locks, BATCH):
         pipe = client.pipeline(transaction=False)
         for i in range(start, min(start + BATCH, locks[1])):
-            pipe.set(f"lock:appointment:{i}", stamp, px=3_600_000)
+            value = f"{i:08x}-5b1c-4d2e-9f3a-{i:012x}" if tokens else stamp
+            pipe.set(f"lock:appointment:{i}", value, px=3_600_000)
         pipe.execute()
 
 
 def bare_scan(client: redis.Redis) -> float:
     started = time.perf_counter()
-    cursor, found = 0, 0
+    cursor = 0
     while True:
-        cursor, keys = client.scan(cursor, match=PATTERN, count=COUNT)
-        found += len(keys)
+        cursor, _ = client.scan(cursor, match=PATTERN, count=COUNT)
         if cursor == 0:
             break
-    assert found >= LOCKS, found
     return time.perf_counter() - started
 
 
-def exporter_pass(target: Target, scan: ScanSettings, tracker: LockTracker) -> float:
-    """The daemon's pass (`read_pass`, on a connection kept between passes), without its loop."""
-    snapshot = read_pass(target, scan, tracker, {}).snapshot
-    assert snapshot.active == LOCKS, snapshot.active
-    return snapshot.duration_seconds
+def ratios(
+    client: redis.Redis, url: str, locks: int, runs: int, threshold: float
+) -> tuple[list[float], list[float]]:
+    """(b) / (a) pass by pass, and (a): the daemon's pass (`read_pass` on a connection and a
+    tracker kept between passes, as in its loop) timed right after a bare SCAN."""
+    scan = ScanSettings(pattern=PATTERN, stuck_threshold=threshold)
+    target: Target = connect(RedisSettings(url=url))
+    tracker, memory = LockTracker(threshold), StuckMemory()
+    memory = read_pass(target, scan, tracker, memory).stuck.remembered  # first sightings
+    result, floors = [], []
+    for _ in range(runs):
+        floors.append(bare_scan(client))
+        outcome = read_pass(target, scan, tracker, memory)
+        memory = outcome.stuck.remembered
+        snapshot = outcome.snapshot
+        assert snapshot.active == locks, snapshot.active
+        assert snapshot.stuck == (0 if threshold == FRESH else locks), snapshot.stuck
+        result.append(snapshot.duration_seconds / floors[-1])
+    target.close()
+    return result, floors
+
+
+def peak_rss_mb(pid: int) -> float:
+    status = Path(f"/proc/{pid}/status").read_text()
+    line = next(line for line in status.splitlines() if line.startswith("VmHWM:"))
+    return int(line.split()[1]) / 1024
 
 
 class Daemon:
@@ -109,7 +142,7 @@ class Daemon:
     def passes(self) -> float:
         return self.metrics().get("lock_monitor_scans_total/success", 0.0)
 
-    def wait_for_passes(self, count: int, timeout: float = 120.0) -> dict[str, float]:
+    def wait_for_passes(self, count: int, timeout: float = 300.0) -> dict[str, float]:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -124,9 +157,7 @@ class Daemon:
         raise RuntimeError(f"no {count} passes within {timeout}s")
 
     def peak_rss_mb(self) -> float:
-        status = Path(f"/proc/{self.process.pid}/status").read_text()
-        line = next(line for line in status.splitlines() if line.startswith("VmHWM:"))
-        return int(line.split()[1]) / 1024
+        return peak_rss_mb(self.process.pid)
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -152,13 +183,14 @@ def percentile(values: list[float], share: float) -> float:
     return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
 
 
-def scrape_latency(daemon: Daemon) -> tuple[float, float, float]:
-    """p50 and p99 of /metrics in ms while passes run back to back, and the passes' duty."""
-    before = daemon.wait_for_passes(1)
+def scrape_latency(daemon: Daemon) -> tuple[int, float, float, float]:
+    """How many scrapes, their p50 and p99 in ms while passes run back to back (at least
+    SCRAPES, over at least two whole passes), and the share of the time passes ran."""
+    before = daemon.wait_for_passes(1)["lock_monitor_scans_total/success"]
     url = f"http://127.0.0.1:{daemon.port}/metrics"
     times: list[float] = []
     started = time.perf_counter()
-    for _ in range(SCRAPES):
+    while len(times) < SCRAPES or daemon.passes() < before + 2:
         t0 = time.perf_counter()
         with urllib.request.urlopen(url, timeout=5) as response:
             response.read()
@@ -166,9 +198,9 @@ def scrape_latency(daemon: Daemon) -> tuple[float, float, float]:
         time.sleep(SCRAPE_GAP)
     elapsed = time.perf_counter() - started
     after = daemon.metrics()
-    passes = after["lock_monitor_scans_total/success"] - before["lock_monitor_scans_total/success"]
+    passes = after["lock_monitor_scans_total/success"] - before
     duty = min(1.0, passes * after["lock_monitor_scan_duration_seconds"] / elapsed)
-    return percentile(times, 0.5), percentile(times, 0.99), duty
+    return len(times), percentile(times, 0.5), percentile(times, 0.99), duty
 
 
 def redis_share(client: redis.Redis, daemon: Daemon) -> tuple[float, float, dict[str, float]]:
@@ -183,84 +215,163 @@ def redis_share(client: redis.Redis, daemon: Daemon) -> tuple[float, float, dict
     return usec / 1e6 / elapsed, elapsed, daemon.metrics()
 
 
-def row(name: str, value: str, target: str, ok: bool | None) -> tuple[str, str, str, str]:
+def locks_command(url: str, *args: str) -> tuple[float, float]:
+    """`lock-monitor locks` once: wall seconds, and its peak RSS in MB (VmHWM, read every
+    10 ms until it exits: its rusage would count the memory of this process, which forked it)."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    command = [sys.executable, "-m", "lock_monitor", "locks", "--redis-url", url, *args]
+    started = time.perf_counter()
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL)
+    peak = 0.0
+    while process.poll() is None:
+        with contextlib.suppress(OSError, StopIteration):  # it exited between poll and read
+            peak = max(peak, peak_rss_mb(process.pid))
+        time.sleep(0.01)
+    wall = time.perf_counter() - started
+    assert process.returncode in (0, 3), process.returncode  # 3: some lock stuck
+    return wall, peak
+
+
+def row(name: str, value: str, target: str, ok: bool | None) -> Row:
     return name, value, target, "" if ok is None else ("ok" if ok else "MISSED")
+
+
+def spread(values: list[float]) -> str:
+    return f"{statistics.median(values):.2f} ({min(values):.2f}-{max(values):.2f})"
+
+
+def pass_rows(
+    client: redis.Redis, url: str, locks: int, runs: int, limit: float, kind: str
+) -> list[Row]:
+    """(a) and (b) for the value kind the locks hold now, with none and with all stuck."""
+    rows = []
+    for stuck, threshold in (("none", FRESH), ("all", STUCK)):
+        measured, floors = ratios(client, url, locks, runs, threshold)
+        rows.append(
+            row(
+                f"(b)/(a) {locks:,} locks, {kind}, {stuck} stuck, median (range) of {runs}",
+                f"{spread(measured)}, (a) {statistics.median(floors):.2f} s",
+                f"<= {limit}",
+                statistics.median(measured) <= limit,
+            )
+        )
+        print(*rows[-1], flush=True)
+    return rows
+
+
+def daemon_rss(url: str, locks: int) -> Row:
+    """(d): the daemon's peak RSS over three passes, every lock stuck (token values)."""
+
+    def peak(daemon: Daemon) -> tuple[float, dict[str, float]]:
+        metrics = daemon.wait_for_passes(3)
+        return daemon.peak_rss_mb(), metrics
+
+    args = ["--interval", "0.5", "--max-redis-load", "1", "--stuck-threshold", "0"]
+    rss, metrics = with_daemon(url, args, peak)
+    counted = int(metrics["active_locks_count"]), int(metrics["stuck_locks_count"])
+    return row(
+        f"(d) daemon peak RSS, {counted[0]:,} locks ({counted[1]:,} stuck, tokens)",
+        f"{rss:.1f} MB",
+        f"<= {RSS_TARGETS[locks]:.0f} MB",
+        rss <= RSS_TARGETS[locks] and counted == (locks, locks),
+    )
+
+
+def share_rows(client: redis.Redis, url: str) -> list[Row]:
+    """(e) at the defaults (`--interval 5 --max-redis-load 0.05`)."""
+    share, window, after = with_daemon(url, [], lambda daemon: redis_share(client, daemon))
+    delay, active = (
+        after["lock_monitor_next_pass_delay_seconds"],
+        after["lock_monitor_pacing_active"],
+    )
+    return [
+        row(
+            f"(e) Redis time taken, defaults, {window:.0f}s window",
+            f"{share * 100:.2f} %",
+            "<= 5 %",
+            share <= 0.05,
+        ),
+        row("    pacing: wait after a pass", f"{delay:.1f} s (active {active:.0f})", "", None),
+    ]
+
+
+def scrape_rows(url: str, locks: int) -> list[Row]:
+    fast = ["--interval", "0.05", "--max-redis-load", "1"]
+    scrapes, p50, p99, duty = with_daemon(url, fast, scrape_latency)
+    return [
+        row(f"(c) /metrics p50, {scrapes} scrapes, {locks:,} locks", f"{p50:.2f} ms", "", None),
+        row(
+            f"    p99, passes running {duty:.0%} of the time",
+            f"{p99:.2f} ms",
+            "<= 10 ms",
+            p99 <= 10,
+        ),
+    ]
+
+
+def locks_rows(client: redis.Redis, url: str) -> list[Row]:
+    """(f) at 1,000,000 locks: each run of the command right after a bare SCAN."""
+    rows = []
+    for name, args in (("table", ()), ("--json", ("--json",))):
+        floor = bare_scan(client)
+        wall, rss = locks_command(url, *args)
+        rows.append(
+            row(
+                f"(f) `locks` {name}, peak RSS",
+                f"{rss:.1f} MB",
+                f"<= {LOCKS_RSS_TARGET:.0f} MB",
+                rss <= LOCKS_RSS_TARGET,
+            )
+        )
+        rows.append(
+            row(
+                f"    wall / (a) ({wall:.2f} s / {floor:.2f} s)",
+                f"{wall / floor:.2f}",
+                "<= 1.6",
+                wall / floor <= 1.6,
+            )
+        )
+    wall, rss = locks_command(url, "--all")
+    rows.append(
+        row(
+            "    `locks --all` (1,000,000 JSON lines): wall, peak RSS",
+            f"{wall:.2f} s, {rss:.1f} MB",
+            "",
+            None,
+        )
+    )
+    return rows
 
 
 def main() -> int:
     binary = find_redis_server()
-    rows: list[tuple[str, str, str, str]] = []
+    rows: list[Row] = []
+    started = time.monotonic()
     with RedisProcess(binary) as server, server.client() as client:
-        t0 = time.perf_counter()
-        fill(client, (0, OTHER_KEYS), (0, LOCKS))
-        print(f"filled {client.dbsize():,} keys in {time.perf_counter() - t0:.1f}s", flush=True)
-        scan = ScanSettings(pattern=PATTERN)
-        target, tracker = connect(RedisSettings(url=server.url)), LockTracker(scan.stuck_threshold)
-        bare, full = [], []
-        for _ in range(RUNS):
-            bare.append(bare_scan(client))
-            full.append(exporter_pass(target, scan, tracker))
-        a, b = statistics.median(bare), statistics.median(full)
-        rows.append(row(f"(a) bare SCAN MATCH pass, COUNT {COUNT}", f"{a:.3f} s", "", None))
-        rows.append(row("(b) exporter pass (read_pass)", f"{b:.3f} s", "", None))
-        rows.append(row("    b / a", f"{b / a:.2f}", "<= 1.15", b / a <= 1.15))
-        print("(a), (b) done", flush=True)
-
-        share, window, after = with_daemon(
-            server.url, [], lambda daemon: redis_share(client, daemon)
-        )
-        rows.append(
-            row(
-                f"(e) Redis time taken, defaults, {window:.0f}s window",
-                f"{share * 100:.2f} %",
-                "<= 5 %",
-                share <= 0.05,
-            )
-        )
-        rows.append(
-            row(
-                "    pacing: wait after a pass",
-                f"{after['lock_monitor_next_pass_delay_seconds']:.1f} s"
-                f" (active {after['lock_monitor_pacing_active']:.0f})",
-                "",
-                None,
-            )
-        )
-        print("(e) done", flush=True)
-
-        fast = ["--interval", "0.05", "--max-redis-load", "1"]
-        p50, p99, duty = with_daemon(server.url, fast, scrape_latency)
-        rows.append(row(f"(c) /metrics p50, {SCRAPES} scrapes", f"{p50:.2f} ms", "", None))
-        rows.append(
-            row(
-                f"    p99, passes running {duty:.0%} of the time",
-                f"{p99:.2f} ms",
-                "<= 10 ms",
-                p99 <= 10,
-            )
-        )
-        print("(c) done", flush=True)
-
-        fill(client, (0, 0), (LOCKS, RSS_LOCKS), age=60)  # all stuck: the most to remember
-
-        def peak(daemon: Daemon) -> tuple[float, dict[str, float]]:
-            metrics = daemon.wait_for_passes(3)
-            return daemon.peak_rss_mb(), metrics
-
-        rss, metrics = with_daemon(server.url, ["--interval", "0.5", "--max-redis-load", "1"], peak)
-        locks = int(metrics["active_locks_count"])
-        stuck = int(metrics["stuck_locks_count"])
-        rows.append(
-            row(
-                f"(d) daemon peak RSS, {locks:,} locks ({stuck:,} stuck)",
-                f"{rss:.1f} MB",
-                "<= 80 MB",
-                rss <= 80 and locks == RSS_LOCKS,
-            )
-        )
+        url = server.url
+        fill(client, (0, OTHER_KEYS), (0, 0))
+        present, tokens = 0, False  # the locks held, and whether their values are tokens
+        for locks, runs, limit in SIZES:
+            fill(client, (0, 0), (present, locks), age=60, tokens=tokens)
+            present = locks
+            print(f"{client.dbsize():,} keys, {locks:,} locks", flush=True)
+            for switch in (False, True):  # the value kind they hold, then the other
+                if switch:
+                    tokens = not tokens
+                    fill(client, (0, 0), (0, locks), age=60, tokens=tokens)
+                if tokens and locks in RSS_TARGETS:
+                    rows.append(daemon_rss(url, locks))
+                    print(*rows[-1], flush=True)
+                kind = "tokens" if tokens else "timestamps"
+                rows += pass_rows(client, url, locks, runs, limit, kind)
+            if locks == SIZES[0][0]:
+                rows += share_rows(client, url)
+                rows += scrape_rows(url, locks)
+        rows += scrape_rows(url, present)
+        rows += locks_rows(client, url)
 
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
-    print()
+    print(f"\n{time.monotonic() - started:.0f} s in all")
     for r in [("measure", "value", "target", ""), *rows]:
         print("  ".join(cell.ljust(width) for cell, width in zip(r, widths, strict=True)))
     return 0 if all(r[3] != "MISSED" for r in rows) else 1

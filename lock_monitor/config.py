@@ -125,11 +125,19 @@ class RedisSettings:
             text = text.replace(secret, "***")
         return text if len(text) <= ERROR_TEXT_LIMIT else text[:ERROR_TEXT_LIMIT] + "…"
 
+    def user(self) -> str | None:
+        """The ACL user the connection logs in as: redis-py lets a user in the URL win over
+        --redis-username, except with Sentinel, where our options are laid over the URL's."""
+        in_url = _url_username(self.url)
+        if self.mode == "sentinel":
+            return self.username or in_url
+        return in_url or self.username
+
     def redacted(self) -> dict[str, object]:
         return {
             "target": self.target(),
             "mode": self.mode,
-            "username": self.username,
+            "username": self.user(),
             "password": "<set>" if self.password or _url_password(self.url) else None,
             "tls_ca_file": self.ca_file,
             "tls_cert_file": self.cert_file,
@@ -140,6 +148,26 @@ class RedisSettings:
 
 def _url_password(url: str | None) -> str | None:
     return urlsplit(url).password if url else None
+
+
+def _url_username(url: str | None) -> str | None:
+    """The user named in the URL (redis://user:pw@...), as redis-py reads it; None if none."""
+    user = urlsplit(url).username if url else None
+    return unquote(user) if user else None
+
+
+@dataclass(frozen=True)
+class DaemonSettings:
+    """Where `lock-monitor locks --from` reads a running daemon, and how it proves who it is to
+    a daemon behind --web-config-file: the CA that signed its certificate, a client
+    certificate, basic auth."""
+
+    url: str  # http(s)://HOST:PORT/locks, without user or password
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from lock_monitor.locks import LockTracker
 from lock_monitor.passes import NodeStatus, PassFailed, PassResult, describe_error, read_pass
 from lock_monitor.schedule import backoff_delay, paced_delay
 from lock_monitor.snapshot import Snapshot
-from lock_monitor.stuck_log import log_stuck_changes
+from lock_monitor.stuck_log import StuckMemory, log_stuck_changes
 
 
 @dataclass(frozen=True)
@@ -56,7 +56,8 @@ class Monitor:
     A pass over a large keyspace takes far longer than a scrape may wait, so passes run on
     their own schedule and every scrape and page reads the last published `state`. The loop
     owns what must outlive a pass: the connection (kept, so a pass costs no reconnect), the
-    first sightings of locks, the keys stuck last time, and the count of failures in a row.
+    first sightings of locks, the stuck locks it named last time, and the count of failures
+    in a row.
     """
 
     redis: RedisSettings
@@ -70,7 +71,7 @@ class Monitor:
         self.state = MonitorState(delay_seconds=self.scan.interval)
         self._tracker = LockTracker(self.scan.stuck_threshold)
         self._target: Target | None = None
-        self._stuck: dict[bytes, float] = {}  # raw key -> age, of the locks stuck last pass
+        self._stuck = StuckMemory()  # the locks stuck in the last pass
         self._failures = 0
         self._min_wait = 0.0  # the shortest wait pacing allows after the last pass
         self._paced_on_wall_time = False  # logged once: the ACL refuses INFO
@@ -115,7 +116,9 @@ class Monitor:
         """
         events = self.events
         mark = events.begin_pass() if events is not None else None
-        held: list[PassLock] | None = [] if events is not None else None
+        # A pass gathers its locks for the live set only while every node is subscribed: the
+        # set is of no use otherwise, and a million locks would cost hundreds of MB each pass.
+        held: list[PassLock] | None = [] if mark is not None and mark.subscribed else None
         try:
             if self._target is None:
                 self._target = self.connector(self.redis)
@@ -152,8 +155,8 @@ class Monitor:
                 target=self.redis.target(),
             )
         self._failures = 0
-        log_stuck_changes(self.log, result.stuck, self._stuck)
-        self._stuck = result.stuck.ages
+        log_stuck_changes(self.log, result.stuck)
+        self._stuck = result.stuck.remembered
         if result.redis_seconds is None and not self._paced_on_wall_time:
             self._paced_on_wall_time = True
             self.log.info("pacing_on_wall_time", reason="INFO commandstats refused (no +info)")

@@ -1,15 +1,16 @@
 """Reading one pass: every node once, into a snapshot, or a `PassFailed` naming what failed.
 
 The reader keeps nothing between passes: the caller hands in what it remembers (the tracker
-of first sightings, the keys stuck last time), so the daemon's loop and `lock-monitor locks`
-read the same way and only the loop publishes. The error wording lives here too, so a
+of first sightings, the stuck locks named last time), so the daemon's loop and `lock-monitor
+locks` read the same way and only the loop publishes. The error wording lives here too, so a
 failure reads the same in logs, pages and the CLI, with secrets scrubbed out.
 """
 
 from __future__ import annotations
 
+import math
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from redis.exceptions import AskError, ClusterCrossSlotError, ClusterDownError, TryAgainError
@@ -18,10 +19,10 @@ from lock_monitor.config import RedisSettings, ScanSettings
 from lock_monitor.connection import Target, describe_tls_error
 from lock_monitor.deadline import PassBudget
 from lock_monitor.liveset import PassLock
-from lock_monitor.locks import LockTracker
-from lock_monitor.scanner import command_seconds, read_locks
+from lock_monitor.locks import Lock, LockTracker
+from lock_monitor.scanner import read_pages, server_reading
 from lock_monitor.snapshot import OLDEST_SHOWN, Snapshot, SnapshotBuilder
-from lock_monitor.stuck_log import StuckLocks
+from lock_monitor.stuck_log import STUCK_LOG_LIMIT, StuckLocks, StuckMemory
 
 NodeStatus = tuple[tuple[str, bool], ...]  # (node, read in this pass), in the order tried
 
@@ -53,7 +54,7 @@ class PassFailed(Exception):
 @dataclass(frozen=True)
 class PassResult:
     snapshot: Snapshot
-    stuck: StuckLocks  # what the stuck-lock log needs: every stuck key, the new ones in full
+    stuck: StuckLocks  # what the stuck-lock log needs: counts, the new ones in full
     nodes: NodeStatus  # every node, all read
     # Redis' own time in the pass on its busiest node (INFO commandstats); None where INFO is
     # refused. Waiting on a stalled, paused or distant Redis is not in it: pacing counts this.
@@ -72,24 +73,25 @@ def read_pass(
     target: Target,
     scan: ScanSettings,
     tracker: LockTracker,
-    previously_stuck: Mapping[bytes, float],
+    previously_stuck: StuckMemory,
     keep_oldest: int | None = OLDEST_SHOWN,
+    each: Callable[[Sequence[Lock]], None] | None = None,
     held: list[PassLock] | None = None,
 ) -> PassResult:
     """Read every node of `target` once; return what the pass saw, or raise `PassFailed`.
 
     Every node is tried even after one fails, so the failure names all that are down. A
     failed pass leaves `tracker` as it was: a partial pass must not make locks look released.
-    `keep_oldest=None` keeps every lock in the snapshot, not only the oldest few. `held`, when
-    given, receives every lock in the form the live set reconciles with.
+    `keep_oldest=None` keeps every lock in the snapshot, not only the oldest few; `each`
+    is handed every lock as it is read, a page at a time, unsorted. `held`, when given,
+    receives every lock in the form the live set reconciles with.
     """
     started = time.monotonic()
     budget = PassBudget(scan.deadline_seconds)
     settings = target.settings
     cluster = settings.mode == "cluster"
     builder = SnapshotBuilder(keep_oldest=keep_oldest)
-    seen: set[bytes] = set()
-    stuck = StuckLocks()
+    stuck = StuckLocks(previously_stuck)
     failures: dict[str, str] = {}
     nodes: list[tuple[str, bool]] = []
     redis_seconds: list[float | None] = []
@@ -97,18 +99,19 @@ def read_pass(
         for name, client in target.nodes():
             try:
                 budget.check()
-                before = command_seconds(client, budget)
-                for raw in read_locks(client, scan.pattern, scan.count, seen, cluster, budget):
-                    lock = tracker.classify(raw)
-                    builder.add(lock)
-                    if held is not None:
-                        stamped = lock.age_source == "value"
-                        held.append(
-                            (raw.key, raw.now - lock.age_seconds, raw.pttl_ms >= 0, stamped)
-                        )
-                    if lock.stuck:
-                        stuck.add(raw.key, lock, previously_stuck)
-                redis_seconds.append(_spent(before, command_seconds(client, budget)))
+                before = server_reading(client, budget)
+                tracker.server_started(name, before.run_id)
+                for page in read_pages(client, scan.pattern, scan.count, cluster, budget):
+                    older_than = -math.inf if each else builder.older_than()
+                    wanted = STUCK_LOG_LIMIT - len(stuck.new)
+                    verdict = tracker.add_page(page, name, older_than, wanted, held)
+                    if each:
+                        each(verdict.older)
+                    builder.add(verdict)
+                    builder.keys_scanned += verdict.active + page.released
+                    stuck.add(verdict, name)
+                after = server_reading(client, budget).command_seconds
+                redis_seconds.append(_spent(before.command_seconds, after))
             except Exception as exc:  # any node failing fails the pass, after trying all
                 failures[name] = budget.exceeded or describe_error(exc, settings)
             nodes.append((name, name not in failures))
@@ -117,8 +120,7 @@ def read_pass(
     if failures:
         tracker.abandon_pass()
         raise PassFailed(failures, tuple(nodes))
-    tracker.finish_pass()
-    builder.keys_scanned = len(seen)
+    stuck.finish(tracker.finish_pass())
     snapshot = builder.build(time.time(), time.monotonic() - started)
     known = [seconds for seconds in redis_seconds if seconds is not None]
     busiest = max(known, default=0.0) if len(known) == len(redis_seconds) else None

@@ -1,16 +1,18 @@
 """The result of one completed pass: counts plus the oldest locks, immutable once built.
 
 Scrapes and pages read a snapshot, never Redis, so a scrape costs the same however big the
-keyspace is. The daemon keeps only the oldest few locks, which bounds its memory whatever
-the number of live locks; `lock-monitor locks` keeps all of them.
+keyspace is. A snapshot keeps only the oldest few locks, which bounds its memory whatever
+the number of live locks.
 """
 
 from __future__ import annotations
 
 import heapq
+import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from lock_monitor.locks import Lock
+from lock_monitor.locks import Lock, PageVerdict
 
 OLDEST_SHOWN = 20
 
@@ -24,6 +26,7 @@ class Snapshot:
     stuck: int
     without_ttl: int
     oldest: tuple[Lock, ...]  # by age, oldest first
+    first_seen: int = 0  # locks aged from their first sighting (no timestamp in the value)
 
     @property
     def oldest_age_seconds(self) -> float:
@@ -32,24 +35,38 @@ class Snapshot:
 
 @dataclass
 class SnapshotBuilder:
-    """Accumulates a pass lock by lock; `keep_oldest=None` keeps every lock."""
+    """Accumulates a pass page by page; `keep_oldest=None` keeps every lock."""
 
     keep_oldest: int | None = OLDEST_SHOWN
     keys_scanned: int = 0
     active: int = 0
     stuck: int = 0
     without_ttl: int = 0
+    first_seen: int = 0
     _heap: list[tuple[float, int, Lock]] = field(default_factory=list)
+    _added: int = 0
 
-    def add(self, lock: Lock) -> None:
-        self.active += 1
-        self.stuck += lock.stuck
-        self.without_ttl += lock.ttl_seconds is None
-        entry = (lock.age_seconds, self.active, lock)  # the counter breaks ties between equal ages
+    def older_than(self) -> float:
+        """The age a lock must exceed to be kept: the pages build only those in full."""
         if self.keep_oldest is None or len(self._heap) < self.keep_oldest:
-            heapq.heappush(self._heap, entry)
-        elif entry[0] > self._heap[0][0]:
-            heapq.heapreplace(self._heap, entry)
+            return -math.inf
+        return self._heap[0][0] if self._heap else math.inf
+
+    def add(self, verdict: PageVerdict) -> None:
+        self.active += verdict.active
+        self.stuck += verdict.stuck
+        self.without_ttl += verdict.without_ttl
+        self.first_seen += verdict.first_seen
+        self.keep(verdict.older)
+
+    def keep(self, locks: Iterable[Lock]) -> None:
+        for lock in locks:
+            self._added += 1
+            entry = (lock.age_seconds, self._added, lock)  # the counter breaks ties
+            if self.keep_oldest is None or len(self._heap) < self.keep_oldest:
+                heapq.heappush(self._heap, entry)
+            elif self._heap and entry[0] > self._heap[0][0]:
+                heapq.heapreplace(self._heap, entry)
 
     def build(self, completed_at: float, duration_seconds: float) -> Snapshot:
         oldest = tuple(lock for _, _, lock in sorted(self._heap, key=lambda e: (-e[0], e[1])))
@@ -61,4 +78,5 @@ class SnapshotBuilder:
             stuck=self.stuck,
             without_ttl=self.without_ttl,
             oldest=oldest,
+            first_seen=self.first_seen,
         )

@@ -104,9 +104,7 @@ def status_document(
             "active": snapshot.active,
             "stuck": snapshot.stuck,
             "without_ttl": snapshot.without_ttl,
-            "unknown_age": sum(lock.age_source == "first_seen" for lock in snapshot.oldest)
-            if one_pass
-            else 0,
+            "unknown_age": snapshot.first_seen if one_pass else 0,
         },
         "stuck_threshold_seconds": stuck_threshold,
         "next_pass_delay_seconds": None if one_pass else round(state.delay_seconds, 3),
@@ -309,7 +307,7 @@ def _ago(seconds_ago: float) -> str:
 def _status(document: dict[str, Any]) -> str:
     """Redis' health and how old the data is; when Redis is down, that the data is old."""
     last, up = document["pass"], document["redis_up"]
-    error = _html_text(document["last_error"] or "")
+    error = _html_text((document["last_error"] or "").rstrip("."))  # the page ends the sentence
     if up is None:
         text, state = "Waiting for the first pass.", "waiting"
     elif up:
@@ -366,7 +364,7 @@ def _row(document: dict[str, Any], lock: dict[str, Any]) -> str:
     command = inspect_command(document, lock)
     cells = [
         ("Key", f'<code class="key">{esc(lock["key"])}</code>'),
-        ("Holder", esc(lock["holder"] or "—")),
+        ("Holder", f'<span class="holder">{esc(lock["holder"] or "—")}</span>'),
         ("Age", _age_cell(document, lock)),
         ("TTL", seconds(lock["ttl_seconds"])),
         ("Value", f'<span class="value">{esc(lock["value"])}</span>'),

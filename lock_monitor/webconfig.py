@@ -88,6 +88,8 @@ class TlsSettings:
 
     def context(self) -> ssl.SSLContext:
         """A server context from the files as they are now; OSError or SSLError if unusable."""
+        for path in self.files():  # OpenSSL's own error would not say which file is missing
+            path.open("rb").close()
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.minimum_version, context.maximum_version = self.min_version, self.max_version
         context.load_cert_chain(self.cert_file, self.key_file)
@@ -110,6 +112,13 @@ class TlsSettings:
             return True
         names: Any = (sock.getpeercert() or {}).get("subjectAltName", ())
         return any(value in self.allowed_sans for _, value in names)
+
+
+def tls_problem(exc: OSError) -> str:
+    """Why the TLS files cannot be used, in one line naming the file when one is missing."""
+    if exc.filename and not isinstance(exc, ssl.SSLError):
+        return f"cannot read {exc.filename}: {exc.strerror}"
+    return f"{type(exc).__name__}: {exc}"
 
 
 class ServerTls:
@@ -138,7 +147,7 @@ class ServerTls:
         except (OSError, ssl.SSLError) as exc:
             if stamp != self._failed_stamp:  # said once per state of the files
                 self._failed_stamp = stamp
-                self._on_reload_error(f"{type(exc).__name__}: {exc}")
+                self._on_reload_error(tls_problem(exc))
             return
         self._stamp = stamp
 
@@ -226,7 +235,7 @@ def load_web_config(path: str | Path) -> WebConfig:
         try:
             tls.context()
         except (OSError, ssl.SSLError) as exc:
-            raise WebConfigError(f"tls_server_config: {type(exc).__name__}: {exc}") from None
+            raise WebConfigError(f"tls_server_config: {tls_problem(exc)}") from None
     return WebConfig(path, tls, users, headers)
 
 

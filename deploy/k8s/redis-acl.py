@@ -34,7 +34,7 @@ from pathlib import Path
 USERS = {
     "default": "~* &* +@all",
     "lockmon": "resetkeys %R~lock:* resetchannels &__keyspace@0__:lock:appointment:* -@all "
-    "+scan +mget +pttl +type +time +ping +info +psubscribe +client|no-touch",
+    "+scan +getrange +pttl +type +exists +time +ping +info +psubscribe +client|no-touch",
     "exporter": "resetkeys resetchannels -@all "
     "+client +ping +info +config|get +cluster|info +slowlog +latency +memory +select",
     "backup": "resetkeys resetchannels -@all +replconf +sync",

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar, get_args
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import click
 import structlog
@@ -14,6 +14,7 @@ from click.core import ParameterSource
 from lock_monitor import logs
 from lock_monitor.cli.validation import (
     EXISTING_FILE,
+    EveryOccurrence,
     FiniteFloat,
     HostPort,
     ListenAddress,
@@ -45,6 +46,7 @@ from lock_monitor.config import (
     REDIS_MODES,
     SCRAPE_ALLOWANCE_SECONDS,
     STALE_ALERT_SECONDS,
+    DaemonSettings,
     RedisSettings,
     ScanSettings,
     ServerSettings,
@@ -72,11 +74,30 @@ def stack(decorators: Sequence[Callable[[Any], Any]], command: F) -> F:
     return command
 
 
+def password_options(
+    name: str, file_help: str, envvar: list[str] | None = None
+) -> list[Callable[[F], F]]:
+    """--NAME-password, from the environment only (the command line shows in `ps`), and
+    --NAME-password-file, a mounted Secret."""
+    extra = {"envvar": envvar} if envvar else {}
+    return [
+        option(f"--{name}-password", hidden=True, callback=env_only, **extra),
+        option(
+            f"--{name}-password-file",
+            f"{name}_password_from_file",
+            type=EXISTING_FILE,
+            callback=read_secret,
+            help=file_help,
+        ),
+    ]
+
+
 def redis_options(command: F) -> F:
     """How to reach Redis: shared by every command that reads it."""
     decorators = [
         option(
             "--redis-url",
+            cls=EveryOccurrence,
             callback=redis_url,
             show_default=f"redis://$REDIS_HOST:$REDIS_PORT/0, else {DEFAULT_REDIS_URL}",
             help="Redis to watch: redis:// or rediss:// (TLS). A cluster seed in cluster mode.",
@@ -90,13 +111,10 @@ def redis_options(command: F) -> F:
             "credentials and database of --redis-url are used.",
         ),
         option("--redis-username", help="ACL user name (see the README for a minimal user)."),
-        option("--redis-password", hidden=True, envvar=["REDIS_PASSWORD"], callback=env_only),
-        option(
-            "--redis-password-file",
-            "redis_password_from_file",
-            type=EXISTING_FILE,
-            callback=read_secret,
-            help="File holding the password (a mounted Secret); it wins over REDIS_PASSWORD.",
+        *password_options(
+            "redis",
+            "File holding the password (a mounted Secret); it wins over REDIS_PASSWORD.",
+            envvar=["REDIS_PASSWORD"],
         ),
         option("--redis-ca-file", type=EXISTING_FILE, help="CA bundle to verify the TLS server."),
         option("--redis-cert-file", type=EXISTING_FILE, help="Client certificate (mutual TLS)."),
@@ -120,16 +138,72 @@ def redis_options(command: F) -> F:
             help="A Sentinel to ask for the primary (repeat for each; sentinel mode).",
         ),
         option("--sentinel-master", help="The master set name the Sentinels watch."),
-        option("--sentinel-password", hidden=True, callback=env_only),
+        *password_options("sentinel", "File holding the Sentinels' own password."),
+    ]
+    return stack(decorators, command)
+
+
+def daemon_options(command: F) -> F:
+    """How `locks --from` proves itself to a daemon behind --web-config-file."""
+    decorators = [
         option(
-            "--sentinel-password-file",
-            "sentinel_password_from_file",
+            "--from-ca-file",
             type=EXISTING_FILE,
-            callback=read_secret,
-            help="File holding the Sentinels' own password.",
+            help="CA bundle to verify the certificate of an https:// --from daemon.",
+        ),
+        option(
+            "--from-cert-file",
+            type=EXISTING_FILE,
+            help="Client certificate, for a --from daemon that asks for one (mutual TLS).",
+        ),
+        option("--from-key-file", type=EXISTING_FILE, help="Client private key (mutual TLS)."),
+        option("--from-username", help="Basic auth user of the --from daemon's web config."),
+        *password_options(
+            "from",
+            "File holding the basic auth password; it wins over LOCK_MONITOR_FROM_PASSWORD.",
         ),
     ]
     return stack(decorators, command)
+
+
+DAEMON_TLS_OPTIONS = ("from_ca_file", "from_cert_file", "from_key_file")
+DAEMON_AUTH_OPTIONS = ("from_username", "from_password", "from_password_from_file")
+
+
+def daemon_settings(url: str | None, params: dict[str, Any]) -> DaemonSettings | None:
+    """How to read the daemon at `url` (a user and password in it, from the environment, are
+    its basic auth credentials, as the options' are); None without --from."""
+    if url is None:
+        if any(params[name] for name in (*DAEMON_TLS_OPTIONS, *DAEMON_AUTH_OPTIONS)):
+            raise click.UsageError("the --from-* options go with --from")
+        return None
+    parts = urlsplit(url)
+    if any(params[name] for name in DAEMON_TLS_OPTIONS) and parts.scheme != "https":
+        raise click.UsageError(
+            "--from-ca-file, --from-cert-file and --from-key-file need an https:// --from URL"
+        )
+    if bool(params["from_cert_file"]) != bool(params["from_key_file"]):
+        raise click.UsageError("--from-cert-file and --from-key-file go together")
+    username = params["from_username"] or (unquote(parts.username) if parts.username else None)
+    password = (
+        params["from_password_from_file"]
+        or params["from_password"]
+        or (unquote(parts.password) if parts.password else None)
+    )
+    if password and not username:
+        raise click.UsageError("a password for --from needs a user: --from-username")
+    if username and not password:
+        raise click.UsageError(
+            "a user for --from needs a password: LOCK_MONITOR_FROM_PASSWORD or --from-password-file"
+        )
+    return DaemonSettings(
+        url=parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl(),
+        ca_file=params["from_ca_file"],
+        cert_file=params["from_cert_file"],
+        key_file=params["from_key_file"],
+        username=username,
+        password=password,
+    )
 
 
 STUCK_THRESHOLD = option(

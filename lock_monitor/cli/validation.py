@@ -148,7 +148,7 @@ def redis_url(ctx: click.Context, param: click.Parameter, value: str | None) -> 
         checked_redis_url(value)
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
-    if urlsplit(value).password and _from_command_line(ctx, param):
+    if urlsplit(value).password and from_command_line(ctx, param):
         raise click.BadParameter(
             "a password in the URL on the command line shows in `ps`: set the URL in "
             "LOCK_MONITOR_REDIS_URL instead, or the password in REDIS_PASSWORD or a file "
@@ -166,12 +166,12 @@ def not_empty(ctx: click.Context, param: click.Parameter, value: str) -> str:
 def env_only(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
     """Passwords on the command line show in `ps` and in pod specs: only the environment."""
     names = [param.envvar] if isinstance(param.envvar, str) else list(param.envvar or [])
-    if value is not None and _from_command_line(ctx, param):
+    if value is not None and from_command_line(ctx, param):
         raise click.BadParameter(f"pass the password in {names[-1]} or a password file, not here")
     return value
 
 
-def _from_command_line(ctx: click.Context, param: click.Parameter) -> bool:
+def from_command_line(ctx: click.Context, param: click.Parameter) -> bool:
     return ctx.get_parameter_source(param.name or "") is ParameterSource.COMMANDLINE
 
 
@@ -198,6 +198,22 @@ def web_config(ctx: click.Context, param: click.Parameter, value: str | None) ->
         return load_web_config(value)
     except WebConfigError as exc:
         raise click.BadParameter(str(exc)) from None
+
+
+class EveryOccurrence(click.Option):
+    """An option click keeps the last of when it is given twice, each occurrence checked by
+    its type and callback first: `--redis-url redis://u:PW@h --redis-url redis://h` must not
+    slip a password past the command-line check (and leave it in `ps`)."""
+
+    def add_to_parser(self, parser: Any, ctx: click.Context) -> None:
+        parser.add_option(obj=self, opts=self.opts, dest=self.name, action="append", nargs=1)
+
+    def process_value(self, ctx: click.Context, value: Any) -> Any:
+        if not isinstance(value, list):  # from the environment, or not given
+            return super().process_value(ctx, value)
+        for one in value:  # the parser gives at least one
+            checked = super().process_value(ctx, one)
+        return checked
 
 
 class FiniteFloat(click.FloatRange):

@@ -13,6 +13,7 @@ from lock_monitor import connection
 from lock_monitor.config import RedisSettings, ScanSettings
 from lock_monitor.locks import LockTracker
 from lock_monitor.passes import read_pass
+from lock_monitor.stuck_log import StuckMemory
 from tests.servers import (
     ClusterServers,
     MonitorProcess,
@@ -56,7 +57,11 @@ def test_locks_command_counts_each_lock_once(cluster: ClusterServers) -> None:
     assert result.returncode == 3, result.stderr  # some are stuck
     document = json.loads(result.stdout)
     assert (document["pass"]["active"], document["pass"]["stuck"]) == (LOCKS, STUCK)
-    keys = [lock["key"] for lock in document["locks"]]
+    every = run_monitor(
+        "locks", "--all", "--redis-mode", "cluster", "--redis-url", cluster.seed_url
+    )
+    assert every.returncode == 3, every.stderr
+    keys = [json.loads(line)["key"] for line in every.stdout.splitlines()]
     assert len(keys) == len(set(keys)) == LOCKS
 
 
@@ -72,7 +77,9 @@ def test_every_primary_connection_gets_the_no_touch_hook(
 
     monkeypatch.setattr(connection, "_no_touch", spy)
     target = connection.connect(RedisSettings(url=cluster.seed_url, mode="cluster"))
-    result = read_pass(target, ScanSettings(), LockTracker(ScanSettings.stuck_threshold), {})
+    result = read_pass(
+        target, ScanSettings(), LockTracker(ScanSettings.stuck_threshold), StuckMemory()
+    )
     assert result.snapshot.active == LOCKS
     assert set(hooked) >= {server.port for server in cluster.primaries()}
     assert {name for name, up in result.nodes if up} == {

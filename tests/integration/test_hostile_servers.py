@@ -17,7 +17,8 @@ from lock_monitor.config import RedisSettings, ScanSettings
 from lock_monitor.connection import connect
 from lock_monitor.locks import LockTracker
 from lock_monitor.passes import PassFailed, read_pass
-from tests.resp import Drip, Error, default_reply, fake_redis
+from lock_monitor.stuck_log import StuckMemory
+from tests.resp import Drip, Error, default_reply, encode, fake_redis
 from tests.servers import running_monitor, wait_for
 
 pytestmark = pytest.mark.integration
@@ -68,7 +69,7 @@ class Keyspace:
         replies: dict[bytes, object] = {
             b"TIME": [str(int(now)).encode(), b"0"],
             b"SCAN": [b"0", [b"lock:appointment:1"]],
-            b"MGET": [str(int(now * 1000)).encode()],
+            b"GETRANGE": encode(str(int(now * 1000)).encode()),  # bytes alone go out raw
             b"PTTL": 30_000,
         }
         return replies.get(command[0], default_reply(command))
@@ -112,7 +113,7 @@ def test_a_scan_cursor_that_never_returns_to_0_ends_the_pass(
     with fake_redis(keyspace) as server:
         target = connect(RedisSettings(url=server.url))
         with pytest.raises(PassFailed) as failed:
-            read_pass(target, ScanSettings(), LockTracker(30), {})
+            read_pass(target, ScanSettings(), LockTracker(30), StuckMemory())
         target.close()
     [message] = failed.value.failures.values()
     assert reason in message

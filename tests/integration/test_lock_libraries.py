@@ -3,9 +3,11 @@ real daemon that reads them through the documented --pattern and ACL key pattern
 
 from __future__ import annotations
 
+import base64
 import json
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -217,7 +219,47 @@ def test_a_broader_pattern_would_count_python_redis_locks_signal_lists(
     broad = run_monitor("locks", "--redis-url", redis_srv.url, "--pattern", "lock*", "--json")
     documented_pattern = documented(LIBRARIES[1])[0]
     narrow = run_monitor("locks", "--redis-url", redis_srv.url, "--pattern", documented_pattern)
-    assert broad.returncode == narrow.returncode == 0, broad.stderr + narrow.stderr
+    # The list has no timestamp: one pass cannot age it (exit 4); the narrow pattern sees nothing.
+    assert (broad.returncode, narrow.returncode) == (4, 0), broad.stderr + narrow.stderr
     [signal] = json.loads(broad.stdout)["locks"]
     assert (signal["key"], signal["kind"]) == ("lock-signal:report:nightly", "list")
     assert narrow.stdout.splitlines()[-1].startswith("0 active, 0 stuck")
+
+
+def test_the_guides_values_and_ttls_are_the_libraries_own(redis_srv: RedisServer) -> None:
+    """The guide's table says what each library writes: checked against the real libraries,
+    with their defaults, so a new release that changes them fails here."""
+    rows = {row["Library"]: row for row in table(section(LOCK_LIBRARIES_DOC, "At a glance"))}
+    client = redis_srv.client()
+
+    assert "uuid1 hex token (32 chars)" in rows["redis-py `Lock`"]["Value"]
+    assert client.lock("lock:claims:redis-py", timeout=10).acquire(blocking=False)
+    token = client.get("lock:claims:redis-py")
+    assert token is not None
+    assert len(token) == 32
+    assert uuid.UUID(hex=token.decode()).version == 1
+
+    row = rows["python-redis-lock"]
+    assert "base64 id (24 chars)" in row["Value"]
+    assert "`expire=` (whole seconds)" in row["TTL and renewal"]
+    assert redis_lock.Lock(client, "claims:prl", expire=1.9).acquire(blocking=False)
+    token = client.get("lock:claims:prl")
+    assert token is not None
+    assert len(token) == 24
+    assert len(base64.b64decode(token, validate=True)) == 18
+    assert 0 < client.pttl("lock:claims:prl") <= 1000  # 1.9 s taken as 1
+
+    row = rows["pottery `Redlock`"]
+    assert "uuid4 (36 chars)" in row["Value"]
+    assert "`auto_release_time` (10 s); at most 3 `extend()`s by default" in row["TTL and renewal"]
+    redlock = pottery.Redlock(key="claims", masters={client})
+    assert redlock.acquire(blocking=False)
+    token = client.get("redlock:claims")
+    assert token is not None
+    assert len(token) == 36
+    assert uuid.UUID(token.decode()).version == 4
+    assert 9_000 < client.pttl("redlock:claims") <= 10_000
+    for _ in range(3):
+        redlock.extend()
+    with pytest.raises(pottery.TooManyExtensions):
+        redlock.extend()

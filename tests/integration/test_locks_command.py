@@ -1,17 +1,27 @@
 """`lock-monitor locks`: one pass now, printed for a person or a script."""
 
+import base64
+import fcntl
 import json
 import os
 import pty
 import signal
+import ssl
+import struct
+import termios
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from lock_monitor.views import UNKNOWN_AGE_WHY
 from tests.resp import Error, fake_redis
 from tests.servers import (
+    Certificates,
+    MonitorProcess,
     RedisServer,
     cli_error,
     free_port,
+    make_certificates,
     mixed_locks,
     monitor_command,
     monitor_env,
@@ -19,6 +29,7 @@ from tests.servers import (
     run_monitor,
     running_monitor,
     wait_for,
+    web_config_file,
 )
 
 
@@ -69,6 +80,17 @@ def test_one_pass_says_ages_it_cannot_know_are_unknown_never_0(redis_srv: RedisS
     assert as_json.stderr == f"lock-monitor: note: 2 of unknown age: {UNKNOWN_AGE_WHY}\n"
 
 
+def test_exit_4_when_none_is_known_to_be_stuck_but_some_ages_are_unknown(
+    redis_srv: RedisServer,
+) -> None:
+    """A script must not read "none stuck" from locks one pass cannot age."""
+    mixed_locks(redis_srv.client(), stuck=0, fresh=1, no_ttl=1)
+    for args in ([], ["--json"], ["--stuck"]):
+        result = run_monitor("locks", "--redis-url", redis_srv.url, *args)
+        assert result.returncode == 4, result.stderr
+        assert f"1 of unknown age: {UNKNOWN_AGE_WHY}" in result.stdout + result.stderr
+
+
 def test_json_and_stuck_only(redis_srv: RedisServer) -> None:
     mixed_locks(redis_srv.client(), stuck=3, fresh=4)
     result = run_monitor("locks", "--json", "--stuck", "--redis-url", redis_srv.url)
@@ -77,6 +99,31 @@ def test_json_and_stuck_only(redis_srv: RedisServer) -> None:
     assert (document["pass"]["active"], document["pass"]["stuck"]) == (7, 3)
     assert len(document["locks"]) == 3
     assert all(lock["stuck"] and lock["age_source"] == "value" for lock in document["locks"])
+
+
+def test_the_oldest_are_printed_and_every_lock_is_counted(redis_srv: RedisServer) -> None:
+    mixed_locks(redis_srv.client(), stuck=3, fresh=4)
+    result = run_monitor("locks", "--limit", "2", "--redis-url", redis_srv.url)
+    assert result.returncode == 3, result.stderr  # some are stuck
+    _, *rows, summary, note = result.stdout.splitlines()
+    assert [row.split()[3] for row in rows] == ["yes", "yes"]
+    assert summary.startswith("7 active, 3 stuck")
+    assert note == "(the oldest 2 of 7 locks: --limit N for more, --all for every lock)"
+    document = json.loads(
+        run_monitor("locks", "--json", "--limit", "0", "--redis-url", redis_srv.url).stdout
+    )
+    assert (document["pass"]["active"], document["locks"]) == (7, [])
+
+
+def test_all_streams_every_lock_as_json_lines(redis_srv: RedisServer) -> None:
+    mixed_locks(redis_srv.client(), stuck=3, fresh=150)
+    result = run_monitor("locks", "--all", "--scan-count", "10", "--redis-url", redis_srv.url)
+    assert result.returncode == 3, result.stderr  # some are stuck
+    locks = [json.loads(line) for line in result.stdout.splitlines()]
+    assert len({lock["key"] for lock in locks}) == len(locks) == 153
+    assert sum(lock["stuck"] for lock in locks) == 3
+    stuck = run_monitor("locks", "--all", "--stuck", "--redis-url", redis_srv.url)
+    assert [json.loads(line)["stuck"] for line in stuck.stdout.splitlines()] == [True] * 3
 
 
 def test_unreachable_redis_is_one_line_and_exit_1() -> None:
@@ -153,6 +200,89 @@ def test_from_the_daemon_ages_from_first_sight_are_known(redis_srv: RedisServer)
     )
 
 
+PASSWORD = "scrape-pw"
+
+
+def secured_daemon(
+    redis_srv: RedisServer, certs: Certificates, tmp_path: Path, **tls: object
+) -> MonitorProcess:
+    """A daemon behind --web-config-file: HTTPS, and the user `prometheus` with PASSWORD."""
+    mixed_locks(redis_srv.client(), stuck=1, fresh=1)
+    config = web_config_file(tmp_path, certs, PASSWORD, **tls)
+    context = ssl.create_default_context(cafile=str(certs.ca))
+    if tls:
+        context.load_cert_chain(certs.client_cert, certs.client_key)
+    daemon = MonitorProcess(
+        "--redis-url", redis_srv.url, "--interval", "0.2", "--web-config-file", str(config),
+        tls=context,
+        authorization="Basic " + base64.b64encode(f"prometheus:{PASSWORD}".encode()).decode(),
+    ).start()  # fmt: skip
+    wait_for(lambda: daemon.value("active_locks_count") == 2, what="a first pass")
+    return daemon
+
+
+def test_from_a_daemon_with_tls_and_basic_auth(redis_srv: RedisServer, tmp_path: Path) -> None:
+    certs = make_certificates(tmp_path / "certs")
+    daemon = secured_daemon(redis_srv, certs, tmp_path)
+    ca = ("--from-ca-file", str(certs.ca))
+    user = {"LOCK_MONITOR_FROM_USERNAME": "prometheus", "LOCK_MONITOR_FROM_PASSWORD": PASSWORD}
+    password_file = tmp_path / "password"
+    password_file.write_text(PASSWORD + "\n")
+    try:
+        unverified = cli_error(run_monitor("locks", "--from", daemon.base, env=monitor_env(**user)))
+        no_user = cli_error(run_monitor("locks", "--from", daemon.base, *ca))
+        from_env = run_monitor("locks", "--from", daemon.base, *ca, env=monitor_env(**user))
+        from_file = run_monitor(
+            "locks", "--json", "--from", daemon.base, *ca, "--from-username", "prometheus",
+            "--from-password-file", str(password_file),
+        )  # fmt: skip
+        in_url = f"https://prometheus:{PASSWORD}@127.0.0.1:{daemon.port}"
+        url_from_env = run_monitor(
+            "locks", env=monitor_env(LOCK_MONITOR_FROM=in_url, LOCK_MONITOR_FROM_CA_FILE=ca[1])
+        )
+        url_on_argv = run_monitor("locks", "--from", in_url, *ca)
+    finally:
+        daemon.stop()
+    assert "certificate verify failed" in unverified
+    assert unverified.endswith("with --from-ca-file")
+    assert "HTTP 401: the daemon wants a user and password: LOCK_MONITOR_FROM_USERNAME" in no_user
+    for result in (from_env, from_file, url_from_env):
+        assert result.returncode == 3, result.stderr  # the stuck lock, read over HTTPS
+    assert from_env.stdout.splitlines()[-1].startswith("2 active, 1 stuck")
+    assert json.loads(from_file.stdout)["pass"]["stuck"] == 1
+    assert url_on_argv.returncode == 2
+    assert "shows in `ps`" in url_on_argv.stderr
+    for result in (from_env, from_file, url_from_env, url_on_argv):
+        assert PASSWORD not in result.stdout + result.stderr
+
+
+def test_from_a_daemon_that_asks_for_a_client_certificate(
+    redis_srv: RedisServer, tmp_path: Path
+) -> None:
+    certs = make_certificates(tmp_path / "certs")
+    daemon = secured_daemon(
+        redis_srv, certs, tmp_path,
+        client_auth_type="RequireAndVerifyClientCert", client_ca_file=str(certs.ca),
+    )  # fmt: skip
+    args = ("locks", "--from", daemon.base, "--from-ca-file", str(certs.ca))
+    env = monitor_env(LOCK_MONITOR_FROM_USERNAME="prometheus", LOCK_MONITOR_FROM_PASSWORD=PASSWORD)
+    try:
+        without = run_monitor(*args, env=env)
+        client = (
+            "--from-cert-file",
+            str(certs.client_cert),
+            "--from-key-file",
+            str(certs.client_key),
+        )
+        with_certificate = run_monitor(*args, *client, env=env)
+    finally:
+        daemon.stop()
+    assert cli_error(without).startswith(
+        f"lock-monitor: error: cannot read locks from {daemon.base}"
+    )
+    assert with_certificate.returncode == 3, with_certificate.stderr
+
+
 def test_from_a_daemon_that_cannot_read_redis_exits_1_with_its_last_pass(
     redis_srv: RedisServer,
 ) -> None:
@@ -172,9 +302,10 @@ def test_from_a_daemon_that_cannot_read_redis_exits_1_with_its_last_pass(
 
 def test_from_bad_or_unreachable_urls() -> None:
     port = free_port()
-    line = cli_error(run_monitor("locks", "--from", f"http://user:s3cret@127.0.0.1:{port}"))
+    env = monitor_env(LOCK_MONITOR_FROM=f"http://user:s3cret@127.0.0.1:{port}")
+    line = cli_error(run_monitor("locks", env=env))
     assert line.startswith(
-        f"lock-monitor: error: cannot read locks from http://user@127.0.0.1:{port}/locks: "
+        f"lock-monitor: error: cannot read locks from http://127.0.0.1:{port}/locks: "
     )
     assert "s3cret" not in line
     refused = run_monitor("locks", "--from", "file:///etc/passwd")
@@ -211,19 +342,33 @@ def exit_code_within(pid: int, timeout: float) -> int:
     return os.waitstatus_to_exitcode(status)
 
 
+@contextmanager
+def on_a_terminal(*args: str, rows: int, columns: int) -> Iterator[tuple[int, int]]:
+    """The CLI on a pseudo-terminal of that size: its pid and the terminal's side to read."""
+    env = {k: v for k, v in monitor_env().items() if k not in ("COLUMNS", "LINES")}
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: the CLI on a terminal of its own, sized before it starts
+        fcntl.ioctl(0, termios.TIOCSWINSZ, struct.pack("HHHH", rows, columns, 0, 0))
+        command = monitor_command(*args)
+        os.execve(command[0], command, env)  # noqa: S606 (no shell: the argv as is)
+    os.set_blocking(fd, False)
+    try:
+        yield pid, fd
+    finally:
+        try:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        except (ProcessLookupError, ChildProcessError):
+            pass  # it exited, and was reaped
+        os.close(fd)
+
+
 def test_watch_refreshes_in_place_until_ctrl_c(redis_srv: RedisServer) -> None:
     client = redis_srv.client()
     mixed_locks(client, stuck=1, fresh=1)
-    env = monitor_env(COLUMNS="200", LINES="40")
-    pid, fd = pty.fork()
-    if pid == 0:  # the child: the CLI on a terminal of its own
-        command = monitor_command(
-            "locks", "--watch", "--every", "0.2", "--redis-url", redis_srv.url
-        )
-        os.execve(command[0], command, env)  # noqa: S606 (no shell: the argv as is)
-    os.set_blocking(fd, False)
+    args = ("locks", "--watch", "--every", "0.2", "--redis-url", redis_srv.url)
     seen: list[str] = []
-    try:
+    with on_a_terminal(*args, rows=40, columns=200) as (pid, fd):
         first = read_until(fd, "2 active, 1 stuck", seen)
         assert first.splitlines()[0].startswith("Every 0.2s: lock-monitor locks (redis://")
         mixed_locks(client, stuck=2, fresh=1)  # a second stuck lock
@@ -233,10 +378,23 @@ def test_watch_refreshes_in_place_until_ctrl_c(redis_srv: RedisServer) -> None:
         os.write(fd, b"\x03")  # Ctrl-C, as the terminal sends it
         assert exit_code_within(pid, timeout=5) == 0
         assert "Traceback" not in "".join(seen)
-    finally:
-        try:
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-        except (ProcessLookupError, ChildProcessError):
-            pass  # it exited, and was reaped above
-        os.close(fd)
+
+
+def test_watch_fits_a_small_terminal_as_watch_does(redis_srv: RedisServer) -> None:
+    """80x12, long keys and values: nothing wraps or scrolls the header and stuck rows away."""
+    client = redis_srv.client()
+    mixed_locks(client, stuck=2, fresh=0)
+    now_ms = client.time()[0] * 1000
+    for i in range(12):
+        client.set(f"lock:appointment:{'long-' * 20}{i}", f"{now_ms}:{'worker-' * 20}", px=30_000)
+    args = ("locks", "--watch", "--every", "0.2", "--redis-url", redis_srv.url)
+    with on_a_terminal(*args, rows=12, columns=80) as (_, fd):
+        latest = read_until(fd, "14 active, 2 stuck", [])
+    lines = latest.replace("\r", "").split("\n")
+    assert len(lines) == 12
+    assert max(len(line) for line in lines) == 80
+    assert lines[0].startswith("Every 0.2s: lock-monitor locks (redis://")
+    stuck = {"lock:appointment:s0", "lock:appointment:s1"}
+    assert {line.split()[0] for line in lines[3:5]} == stuck  # first, in sight
+    assert lines[-2] == "… 7 more"  # 14 locks, 7 rows shown
+    assert lines[-1].startswith("14 active, 2 stuck, 0 without TTL")

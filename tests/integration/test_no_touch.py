@@ -14,6 +14,7 @@ from lock_monitor.config import RedisSettings, ScanSettings
 from lock_monitor.connection import connect
 from lock_monitor.locks import LockTracker
 from lock_monitor.passes import read_pass
+from lock_monitor.stuck_log import StuckMemory
 from tests.servers import VALKEY, RedisServer, wait_for
 
 
@@ -37,9 +38,11 @@ def test_monitor_reads_leave_the_lru_clock_alone(valkey: RedisServer) -> None:
     wait_for(lambda: idle_seconds(valkey, "lock:appointment:1") >= 2, timeout=10, what="idle keys")
 
     target = connect(RedisSettings(url=valkey.url))  # its connection stays open after the pass
-    result = read_pass(target, ScanSettings(), LockTracker(ScanSettings.stuck_threshold), {})
+    result = read_pass(
+        target, ScanSettings(), LockTracker(ScanSettings.stuck_threshold), StuckMemory()
+    )
     assert result.snapshot.active == 2
-    assert idle_seconds(valkey, "lock:appointment:1") >= 2  # MGET did not count as an access
+    assert idle_seconds(valkey, "lock:appointment:1") >= 2  # GETRANGE did not count as an access
     assert any("T" in c["flags"] for c in client.client_list())  # a no-touch connection
 
     client.get("lock:appointment:2")  # the control: an ordinary read does reset it

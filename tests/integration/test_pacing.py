@@ -147,7 +147,17 @@ def test_without_info_the_wall_time_stands_in(redis_srv: RedisServer) -> None:
         enabled=True,
         passwords=["+pw"],
         keys=["lock:*"],
-        commands=["-@all", "+scan", "+mget", "+pttl", "+type", "+time", "+ping", "+client"],
+        commands=[
+            "-@all",
+            "+scan",
+            "+getrange",
+            "+pttl",
+            "+type",
+            "+exists",
+            "+time",
+            "+ping",
+            "+client",
+        ],
     )
     env = monitor_env(REDIS_PASSWORD="pw")
     args = ("--redis-url", redis_srv.url, "--redis-username", "lockmon", *ARGS)

@@ -10,6 +10,7 @@ from lock_monitor.config import RedisSettings, ScanSettings
 from lock_monitor.connection import Target, connect
 from lock_monitor.locks import LockTracker
 from lock_monitor.passes import CLUSTER_HINT, PassFailed, PassResult, read_pass
+from lock_monitor.stuck_log import StuckMemory
 from tests.servers import RedisServer, mixed_locks, one_node_cluster, wait_for
 
 
@@ -21,11 +22,11 @@ class Passes:
         self.target = target or connect(settings)
         self.scan = ScanSettings(**scan)
         self.tracker = LockTracker(self.scan.stuck_threshold)
-        self.stuck: dict[bytes, float] = {}
+        self.stuck = StuckMemory()
 
     def read(self, keep_oldest: int | None = None) -> PassResult:
         result = read_pass(self.target, self.scan, self.tracker, self.stuck, keep_oldest)
-        self.stuck = result.stuck.ages
+        self.stuck = result.stuck.remembered
         return result
 
 
@@ -52,7 +53,7 @@ def test_every_lock_once_among_many_other_keys_over_many_pages(redis_srv: RedisS
     assert snapshot.active == 250
     assert snapshot.keys_scanned == 250
     assert snapshot.stuck == 30
-    assert len(result.stuck.ages) == 30
+    assert (result.stuck.count, result.stuck.new_count) == (30, 30)
     assert len({lock.key for lock in snapshot.oldest}) == 250
 
 
@@ -106,7 +107,8 @@ def test_ages_from_values_future_values_and_first_sightings(redis_srv: RedisServ
     opaque = next(lock for lock in second.oldest if lock.key == "lock:appointment:opaque")
     assert opaque.age_seconds >= 0.5
     assert opaque.stuck
-    assert set(stuck.ages) == {b"lock:appointment:old", b"lock:appointment:opaque"}
+    assert stuck.count == 2  # the old one, stuck since the first pass, and now the opaque one
+    assert [lock.key for *_, lock in stuck.new] == ["lock:appointment:opaque"]
 
     client.set("lock:appointment:opaque", "a1b2c3")  # released and taken again
     third = passes.read().snapshot
@@ -127,7 +129,7 @@ def test_a_read_the_user_may_not_make_fails_the_pass(redis_srv: RedisServer) -> 
         "~other:*",
         "-@all",
         "+scan",
-        "+mget",
+        "+getrange",
         "+pttl",
         "+type",
         "+time",

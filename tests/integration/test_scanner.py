@@ -3,17 +3,35 @@ that takes, and that a failed pass never leaves a connection with unread replies
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
+from unittest.mock import ANY
 
 import pytest
 import redis
 
 from lock_monitor import scanner
-from lock_monitor.scanner import read_locks
+from lock_monitor.locks import VALUE_PREFIX
+from lock_monitor.scanner import Page, read_pages
 from tests.servers import RedisServer, redis_server
 
 PATTERN = "lock:appointment:*"
+
+
+class Read(NamedTuple):
+    value: bytes | None
+    pttl_ms: int
+    kind: str
+
+
+def read(pages: Iterable[Page]) -> dict[bytes, Read]:
+    """Every lock the pages hold, by key."""
+    return {
+        key: Read(value, pttl, "string" if page.kinds is None else page.kinds[i])
+        for page in pages
+        for i, (key, value, pttl) in enumerate(zip(page.keys, page.values, page.pttls, strict=True))
+    }
 
 
 def test_reads_strings_other_types_and_ttls_across_many_pages(tmp_path: Path) -> None:
@@ -24,19 +42,17 @@ def test_reads_strings_other_types_and_ttls_across_many_pages(tmp_path: Path) ->
             client.set(f"lock:appointment:{i}", f"1700000000000:h{i}", px=60_000)
         client.set("lock:appointment:forever", "token")
         client.hset("lock:appointment:redisson", "uuid:1", 1)
+        client.setrange("lock:appointment:huge", 5_000_000, "x")
 
-        seen: set[bytes] = set()
-        locks = {lock.key: lock for lock in read_locks(client, PATTERN, 100, seen)}
+        locks = read(read_pages(client, PATTERN, 100))
 
-        assert len(locks) == 252
-        assert seen == set(locks)
-        assert locks[b"lock:appointment:7"].value == b"1700000000000:h7"
+        assert len(locks) == 253
+        assert locks[b"lock:appointment:7"] == Read(b"1700000000000:h7", ANY, "string")
         assert 0 < locks[b"lock:appointment:7"].pttl_ms <= 60_000
         assert locks[b"lock:appointment:forever"].pttl_ms == -1
-        hashed = locks[b"lock:appointment:redisson"]
-        assert (hashed.kind, hashed.value) == ("hash", None)
-        # Keys already seen in this pass (another node, a repeated page) are not read again.
-        assert list(read_locks(client, PATTERN, 100, seen)) == []
+        assert locks[b"lock:appointment:redisson"] == Read(None, ANY, "hash")
+        # Only the first bytes of a value are read: they hold a timestamp and what is shown.
+        assert locks[b"lock:appointment:huge"].value == b"\0" * VALUE_PREFIX
 
 
 def test_an_error_reply_fails_the_pass_and_the_connection_is_not_reused(tmp_path: Path) -> None:
@@ -44,13 +60,13 @@ def test_an_error_reply_fails_the_pass_and_the_connection_is_not_reused(tmp_path
         admin = server.client()
         admin.set("lock:appointment:1", "1700000000000:h")
         admin.acl_setuser(
-            "nomget", enabled=True, passwords=["+pw"], keys=["*"], commands=["+scan", "+time"]
+            "noread", enabled=True, passwords=["+pw"], keys=["*"], commands=["+scan", "+time"]
         )
-        client = server.client(username="nomget", password="pw", single_connection_client=False)
+        client = server.client(username="noread", password="pw", single_connection_client=False)
 
         with pytest.raises(redis.exceptions.NoPermissionError):
-            list(read_locks(client, PATTERN, 100, set()))
-        # The PTTL and SCAN replies after the refused MGET were never read: a reused
+            list(read_pages(client, PATTERN, 100))
+        # The PTTL and SCAN replies after the refused GETRANGE were never read: a reused
         # connection would hand them to the next command.
         assert client.time()[0] > 0
         assert client.scan(0, match=PATTERN, count=100) == (0, [b"lock:appointment:1"])
@@ -64,12 +80,19 @@ def test_one_round_trip_per_scan_page(
     client.mset({f"lock:appointment:{i}": "token" for i in range(100)})
     client.config_resetstat()
     sent = []
-    real = scanner._RoundTrip.send
-    monkeypatch.setattr(scanner._RoundTrip, "send", lambda trip: sent.append(1) or real(trip))
-    assert len(list(read_locks(client, PATTERN, 100, set()))) == 100
-    scans = int(client.info("commandstats")["cmdstat_scan"]["calls"])
+    real = scanner._RoundTrip.__init__
+
+    def counted(trip: Any, *args: Any, **kwargs: Any) -> None:
+        sent.append(1)
+        real(trip, *args, **kwargs)
+
+    monkeypatch.setattr(scanner._RoundTrip, "__init__", counted)
+    assert len(read(read_pages(client, PATTERN, 100))) == 100
+    stats = client.info("commandstats")
+    scans = int(stats["cmdstat_scan"]["calls"])
     assert scans > 10  # many pages ...
     assert len(sent) == scans + 1  # ... and one round trip each, plus the last reads
+    assert int(stats["cmdstat_getrange"]["calls"]) == int(stats["cmdstat_pttl"]["calls"]) == 100
 
 
 def test_keys_released_between_scan_and_read_are_not_read(
@@ -77,17 +100,20 @@ def test_keys_released_between_scan_and_read_are_not_read(
 ) -> None:
     client = redis_srv.client()
     client.mset({f"lock:appointment:{i}": "token" for i in range(10)})
-    real = scanner._RoundTrip.receive
+    client.hset("lock:appointment:h", "owner", 1)
+    real = scanner._RoundTrip.read_head
     calls = []
 
-    def release_after_scan(trip: Any) -> list[Any]:
-        replies = real(trip)
-        if not calls:  # right after the first SCAN page: the holders release two locks
-            client.delete("lock:appointment:3", "lock:appointment:7")
+    def release_after_scan(trip: Any) -> Any:
+        head = real(trip)
+        if not calls:  # right after the first SCAN page: the holders release three locks
+            client.delete("lock:appointment:3", "lock:appointment:7", "lock:appointment:h")
         calls.append(1)
-        return replies
+        return head
 
-    monkeypatch.setattr(scanner._RoundTrip, "receive", release_after_scan)
-    keys = {lock.key for lock in read_locks(client, PATTERN, 1000, set())}
+    monkeypatch.setattr(scanner._RoundTrip, "read_head", release_after_scan)
+    pages = list(read_pages(client, PATTERN, 1000))
+    keys = set(read(pages))
     assert len(keys) == 8
     assert keys.isdisjoint({b"lock:appointment:3", b"lock:appointment:7"})
+    assert sum(page.released for page in pages) == 3

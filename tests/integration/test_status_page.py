@@ -132,6 +132,32 @@ def test_readable_on_a_phone(chromium: Browser, monitor: MonitorProcess) -> None
     assert chromium.problems == []
 
 
+WIDTHS = """Object.fromEntries(["Key", "Value", "Inspect"].map(label => [label, Math.min(
+    ...[...document.querySelectorAll(`#locks td[data-label="${label}"]`)].map(
+        cell => cell.getBoundingClientRect().width))]))"""
+
+
+def test_long_keys_wrap_on_a_desktop_leaving_the_value_and_command_readable(
+    chromium: Browser, monitor: MonitorProcess, redis_srv: RedisServer
+) -> None:
+    """A key of 200 characters without a space once took the whole width: the value and the
+    redis-cli command were squeezed to a few characters a line, the page scrolled sideways."""
+    client = redis_srv.client()
+    now_ms = client.time()[0] * 1000
+    client.set(
+        "lock:appointment:" + "tenant-eu-1-slot-0930-" * 8, f"{now_ms}:{'w' * 150}", px=30_000
+    )
+    client.set("lock:appointment:" + "a" * 180, "token", px=30_000)
+    wait_for(lambda: monitor.value("active_locks_count") == 8, what="the long keys read")
+    chromium.open(monitor.base + "/", width=1280, height=900)
+    assert chromium.evaluate("document.documentElement.scrollWidth") <= 1280
+    widths = chromium.evaluate(WIDTHS)
+    assert widths["Key"] >= 180, widths
+    assert widths["Value"] >= 120, widths
+    assert widths["Inspect"] >= 250, widths
+    assert chromium.problems == []
+
+
 def test_the_harness_sees_a_csp_violation(chromium: Browser, monitor: MonitorProcess) -> None:
     """Why `problems == []` above means something: a blocked inline style is caught."""
     chromium.open(monitor.base + "/")

@@ -2,11 +2,10 @@
 daemon's URL for --from, and the --watch screen."""
 
 import os
-import shutil
 
 import pytest
 
-from lock_monitor.cli.locks import daemon_url, locks, screen
+from lock_monitor.cli.locks import daemon_url, fit, locks, screen
 
 
 @pytest.mark.usefixtures("clean_env")
@@ -41,18 +40,33 @@ def test_from_reads_the_daemons_locks_document(given: str, read: str) -> None:
         assert daemon_url(ctx, locks.params[0], given) == read
 
 
-def test_watch_cuts_the_table_to_the_terminal_keeping_stuck_locks_and_the_counts(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setattr(shutil, "get_terminal_size", lambda: os.terminal_size((100, 10)))
+def test_watch_fits_the_table_to_the_terminal_keeping_stuck_locks_and_the_counts() -> None:
     lock = {"key": "", "value": "v", "ttl_seconds": None, "age_seconds": 1.0}
     document = {
         "target": "redis://r:6379/0",
         "redis_up": True,
         "pass": {"active": 6, "stuck": 1, "without_ttl": 6},
-        "locks": [lock | {"key": f"k{i}", "stuck": i == 5} for i in range(6)],
+        "locks": [lock | {"key": f"k{i}", "stuck": i == 5} for i in range(5)]
+        + [lock | {"key": "k5", "stuck": True, "value": "x" * 100 + "界" * 50}],
     }
-    lines = screen(document, "Every 2s: ...").splitlines()
-    assert len(lines) <= 10
-    assert [line.split()[0] for line in lines[2:6]] == ["KEY", "k5", "k0", "k1"]
-    assert lines[6:] == ["… 3 more", "6 active, 1 stuck, 6 without TTL (redis://r:6379/0)"]
+    lines = screen(document, "Every 2s: ...", os.terminal_size((60, 9))).splitlines()
+    assert len(lines) == 9
+    assert [line.split()[0] for line in lines[2:7]] == ["KEY", "k5", "k0", "k1", "k2"]
+    assert lines[7:] == ["… 2 more", "6 active, 1 stuck, 6 without TTL (redis://r:6379/0)"]
+    assert lines[3].endswith("x…")  # cut to the width, not wrapped
+    assert max(map(len, lines)) == 60
+
+
+@pytest.mark.parametrize(
+    ("line", "columns", "cut"),
+    [
+        ("abc", 3, "abc"),
+        ("abcd", 3, "ab…"),
+        ("界界界", 6, "界界界"),
+        ("界界界", 5, "界界…"),
+        ("e\u0301e\u0301e\u0301", 3, "e\u0301e\u0301e\u0301"),  # accents take no cell
+        ("e\u0301e\u0301e\u0301x", 3, "e\u0301e\u0301…"),
+    ],
+)
+def test_a_line_is_cut_to_the_terminal_cells_it_takes(line: str, columns: int, cut: str) -> None:
+    assert fit(line, columns) == cut

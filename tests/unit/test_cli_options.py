@@ -47,13 +47,26 @@ BAD_INPUTS = [
     (["locks", "--stuck-threshold", "nan"], "--stuck-threshold"),
     (["locks", "--stuck-threshold", "inf"], "--stuck-threshold"),
     (["locks", "--scan-count", "1000000000"], "--scan-count"),
+    (["locks", "--limit", "-1"], "--limit"),
+    (["locks", "--all", "--limit", "5"], "--all prints every lock from Redis"),
+    (["locks", "--all", "--from", "http://daemon:9150"], "--all prints every lock from Redis"),
     (["run", "--redis-url", "rediss://h:6380/0?ssl_cert_reqs=none"], "options in the URL"),
     (["run", "--redis-url", "redis://h/0?socket_timeout=600"], "options in the URL"),
     (["locks", "--redis-password", "hunter2"], "REDIS_PASSWORD"),
     (["run", "--redis-url", "redis://lockmon:hunter2@redis:6379/0"], "LOCK_MONITOR_REDIS_URL"),
     (["locks", "--redis-url", "rediss://:hunter2@[::1]:6380/0"], "shows in `ps`"),
     (["backup", "redis", "--redis-url", "redis://:hunter2@r/0", "--dest", "/"], "in `ps`"),
+    (["run", "--redis-url", "redis://u:hunter2@r/0", "--redis-url", "redis://r/0"], "in `ps`"),
+    (["locks", "--redis-url", "redis://r/0", "--redis-url", "redis://:hunter2@r/0"], "in `ps`"),
+    (["locks", "--redis-url", "redis://r:0/0", "--redis-url", "redis://r/0"], "--redis-url"),
     (["locks", "--sentinel-password", "hunter2"], "LOCK_MONITOR_SENTINEL_PASSWORD"),
+    (["locks", "--from", "https://u:hunter2@h:9150"], "shows in `ps`"),
+    (["locks", "--from", "http://h", "--from", "http://u:hunter2@h"], "shows in `ps`"),
+    (["locks", "--from", "http://h", "--from-password", "hunter2"], "LOCK_MONITOR_FROM_PASSWORD"),
+    (["locks", "--from-ca-file", "/dev/null"], "go with --from"),
+    (["locks", "--from", "http://h:9150", "--from-ca-file", "/dev/null"], "https:// --from URL"),
+    (["locks", "--from", "https://h", "--from-cert-file", "/dev/null"], "go together"),
+    (["locks", "--from", "https://h", "--from-username", "u"], "LOCK_MONITOR_FROM_PASSWORD"),
     *(
         (["restore", "sqlite", "/dev/null", "--db", "x.db", "--max-size", size], "--max-size")
         for size in ("0", "-5", "1.5G", "10X", "G", "")
@@ -101,6 +114,11 @@ def test_environment_variables_are_validated_too(
     assert len(err.strip().splitlines()) == 1
     if "LOCK_MONITOR_REDIS_URL" not in env:
         assert "REDIS_URL" not in err.upper().replace("-", "_")
+
+
+def test_a_repeated_redis_url_is_checked_each_time_and_the_last_one_wins() -> None:
+    redis, _, _ = run_settings("--redis-url", "redis://a:6379/0", "--redis-url", "redis://b/1")
+    assert redis.url == "redis://b/1"
 
 
 def test_an_explicit_redis_url_wins_over_a_bad_redis_port(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -33,3 +33,22 @@ def test_the_settings_defaults_are_the_named_defaults() -> None:
 )
 def test_urls_are_shown_without_secrets(url: str, shown: str) -> None:
     assert config.url_without_secrets(url) == shown
+
+
+@pytest.mark.parametrize(
+    ("settings", "user"),
+    [
+        (RedisSettings(url="redis://lockmon:@redis:6379/0"), "lockmon"),
+        (RedisSettings(url="redis://lock%40mon:pw@redis:6379/0"), "lock@mon"),
+        (RedisSettings(url="redis://redis:6379/0", username="lockmon"), "lockmon"),
+        (RedisSettings(url="redis://a:pw@redis:6379/0", username="b"), "a"),  # redis-py's choice
+        (RedisSettings(url="redis://a:pw@redis/0", mode="sentinel", username="b"), "b"),
+        (RedisSettings(url="redis://:pw@redis:6379/0"), None),
+    ],
+)
+def test_the_logged_user_is_the_one_used_even_from_the_url(
+    settings: RedisSettings, user: str | None
+) -> None:
+    shown = settings.redacted()
+    assert shown["username"] == user
+    assert "pw" not in repr(shown)

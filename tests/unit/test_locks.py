@@ -1,8 +1,19 @@
+import math
+import random
+import tracemalloc
+
 import pytest
 
-from lock_monitor.locks import VALUE_DISPLAY_LIMIT, LockTracker, RawLock, display, parse_timestamp
-
-NOW = 1_800_000_000.0
+from lock_monitor.locks import (
+    VALUE_DISPLAY_LIMIT,
+    Lock,
+    LockTracker,
+    PageVerdict,
+    classify,
+    display,
+    parse_timestamp,
+)
+from tests.unit.pages import NOW, RawLock, pages_of
 
 
 @pytest.mark.parametrize(
@@ -44,38 +55,58 @@ def raw(
     return RawLock(key, value, pttl, kind, now)
 
 
+def read_all(
+    tracker: LockTracker, *locks: RawLock, older_than: float = -math.inf
+) -> list[PageVerdict]:
+    """The pages of `locks` through the tracker (in one pass), in full unless asked otherwise."""
+    return [
+        tracker.add_page(page, "node", older_than, newly_stuck_wanted=len(locks))
+        for page in pages_of(locks)
+    ]
+
+
+def read(tracker: LockTracker, *locks: RawLock, older_than: float = -math.inf) -> PageVerdict:
+    [verdict] = read_all(tracker, *locks, older_than=older_than)
+    return verdict
+
+
+def one(tracker: LockTracker, lock: RawLock) -> Lock:
+    [classified] = read(tracker, lock).older
+    return classified
+
+
 def test_age_from_the_value_and_stuck_past_the_threshold() -> None:
     tracker = LockTracker(stuck_threshold=30)
-    young = tracker.classify(raw(b"lock:a", b"%d" % ((NOW - 10) * 1000)))
-    old = tracker.classify(raw(b"lock:b", b"%d" % ((NOW - 45) * 1000)))
+    young = one(tracker, raw(b"lock:a", b"%d" % ((NOW - 10) * 1000)))
+    old = one(tracker, raw(b"lock:b", b"%d" % ((NOW - 45) * 1000)))
     assert (young.age_seconds, young.stuck, young.age_source) == (10, False, "value")
     assert old.age_seconds == pytest.approx(45)
     assert old.stuck
 
 
 def test_exactly_at_the_threshold_is_not_stuck() -> None:
-    lock = LockTracker(30).classify(raw(b"k", b"%d" % ((NOW - 30) * 1000)))
+    lock = one(LockTracker(30), raw(b"k", b"%d" % ((NOW - 30) * 1000)))
     assert lock.age_seconds == 30
     assert not lock.stuck
 
 
 def test_future_timestamps_give_age_zero() -> None:
-    lock = LockTracker(30).classify(raw(b"k", b"%d" % ((NOW + 3600) * 1000)))
+    lock = one(LockTracker(30), raw(b"k", b"%d" % ((NOW + 3600) * 1000)))
     assert lock.age_seconds == 0
     assert not lock.stuck
 
 
 def test_ttl_in_seconds_and_none_without_ttl() -> None:
     tracker = LockTracker(30)
-    assert tracker.classify(raw(b"k", b"x", pttl=1500)).ttl_seconds == 1.5
-    assert tracker.classify(raw(b"k2", b"x", pttl=-1)).ttl_seconds is None
+    assert one(tracker, raw(b"k", b"x", pttl=1500)).ttl_seconds == 1.5
+    assert one(tracker, raw(b"k2", b"x", pttl=-1)).ttl_seconds is None
 
 
 def test_opaque_values_age_from_first_sighting() -> None:
     tracker = LockTracker(30)
-    first = tracker.classify(raw(b"k", b"token-1", now=NOW))
+    first = one(tracker, raw(b"k", b"token-1", now=NOW))
     tracker.finish_pass()
-    later = tracker.classify(raw(b"k", b"token-1", now=NOW + 40))
+    later = one(tracker, raw(b"k", b"token-1", now=NOW + 40))
     assert (first.age_seconds, first.age_source) == (0, "first_seen")
     assert later.age_seconds == 40
     assert later.stuck
@@ -83,37 +114,192 @@ def test_opaque_values_age_from_first_sighting() -> None:
 
 def test_a_new_value_means_a_new_lock() -> None:
     tracker = LockTracker(30)
-    tracker.classify(raw(b"k", b"token-1", now=NOW))
+    one(tracker, raw(b"k", b"token-1", now=NOW))
     tracker.finish_pass()
-    again = tracker.classify(raw(b"k", b"token-2", now=NOW + 40))
+    again = one(tracker, raw(b"k", b"token-2", now=NOW + 40))
     assert again.age_seconds == 0
 
 
 def test_a_hash_lock_ages_from_first_sighting() -> None:
     tracker = LockTracker(30)
-    tracker.classify(raw(b"h", None, now=NOW, kind="hash"))
+    one(tracker, raw(b"h", None, now=NOW, kind="hash"))
     tracker.finish_pass()
-    lock = tracker.classify(raw(b"h", None, now=NOW + 31, kind="hash"))
+    lock = one(tracker, raw(b"h", None, now=NOW + 31, kind="hash"))
     assert (lock.age_seconds, lock.stuck, lock.value, lock.kind) == (31, True, "<hash>", "hash")
 
 
 def test_released_keys_are_forgotten() -> None:
     tracker = LockTracker(30)
-    tracker.classify(raw(b"k", b"token", now=NOW))
+    one(tracker, raw(b"k", b"token", now=NOW))
     tracker.finish_pass()
-    tracker.finish_pass()  # a pass in which k was not seen
-    back = tracker.classify(raw(b"k", b"token", now=NOW + 100))
+    assert tracker.remembered == 1
+    vanished = tracker.finish_pass()  # a pass in which k was not seen
+    assert len(vanished) == 1
+    assert tracker.remembered == 0  # nothing kept for the gone key
+    back = one(tracker, raw(b"k", b"token", now=NOW + 100))
     assert back.age_seconds == 0
-    assert len(tracker._first_seen) == 0  # nothing kept for the gone key
 
 
 def test_a_failed_pass_keeps_the_first_sightings() -> None:
     tracker = LockTracker(30)
-    tracker.classify(raw(b"k", b"token", now=NOW))
+    one(tracker, raw(b"k", b"token", now=NOW))
     tracker.finish_pass()
-    tracker.classify(raw(b"other", b"token", now=NOW + 5))
+    one(tracker, raw(b"other", b"token", now=NOW + 5))
+    one(tracker, raw(b"k", b"token", now=NOW + 5))
     tracker.abandon_pass()
-    assert tracker.classify(raw(b"k", b"token", now=NOW + 50)).age_seconds == 50
+    assert tracker.remembered == 1  # k, not the lock first seen in the failed pass
+    assert one(tracker, raw(b"k", b"token", now=NOW + 50)).age_seconds == 50
+
+
+def test_a_key_returned_twice_in_a_pass_counts_once() -> None:
+    tracker = LockTracker(30)
+    twice = raw(b"k", b"token", pttl=-1)
+    verdict = read(tracker, twice, raw(b"j", b"token"), twice)
+    assert (verdict.active, verdict.without_ttl, len(verdict.older)) == (2, 1, 2)
+    assert read(tracker, twice).active == 0  # a later page of the same pass
+
+
+def test_a_tracker_that_does_not_remember_still_counts_each_lock_once() -> None:
+    tracker = LockTracker(30, remember=False)
+    twice = raw(b"k", b"token")
+    assert read(tracker, twice, raw(b"j", b"token"), twice).active == 2
+    tracker.finish_pass()
+    assert tracker.remembered == 0
+    assert one(tracker, raw(b"k", b"token", now=NOW + 40)).age_seconds == 0
+
+
+def test_only_the_locks_asked_for_are_built_in_full() -> None:
+    tracker = LockTracker(30)
+    locks = [raw(b"k%d" % age, b"%d" % ((NOW - age) * 1000)) for age in (5, 50, 20, 40)]
+    verdict = read(tracker, *locks, older_than=30)
+    assert sorted(lock.age_seconds for lock in verdict.older) == [40, 50]
+    assert (verdict.active, verdict.stuck, verdict.newly_stuck_count) == (4, 2, 2)
+    [page] = pages_of(locks)
+    few = LockTracker(30).add_page(page, "node", math.inf, newly_stuck_wanted=1)
+    assert (few.older, few.newly_stuck_count, len(few.newly_stuck)) == ([], 2, 1)
+
+
+def random_value(rng: random.Random, now: float) -> bytes | None:
+    """A mix of what lock values hold: times in every format, tokens, junk, not a string."""
+    seconds = now - rng.choice([0, 1, 29.999, 30, 30.001, 45, 3600, -60])
+    return rng.choice([
+        b"%d" % (seconds * 1000),
+        b"%d:worker-%d" % (seconds * 1000, rng.randrange(9)),
+        b"%d" % seconds,
+        b"%.3f" % seconds,
+        b"%.2f:host" % seconds,
+        b"token-%d" % rng.randrange(4),
+        b"",
+        b"42:worker",
+        b"\xff\x00" * rng.randrange(3),
+        b"9" * rng.randrange(1, 20),
+        None,
+    ])  # fmt: skip
+
+
+def test_pages_classify_every_lock_as_the_rule_for_one_lock_does() -> None:
+    """Counts, starts and stuck decisions of the page loop, against `classify` applied to
+    each lock with first sightings kept by (key, value), over passes where locks come, stay,
+    change value and go."""
+    rng = random.Random(12)
+    threshold = 30.0
+    tracker = LockTracker(threshold)
+    first_seen: dict[tuple[bytes, bytes | None], float] = {}
+    stuck_before: set[tuple[bytes, bytes | None]] = set()
+    keys = [b"lock:%d" % i for i in range(400)]
+    values: dict[bytes, bytes | None] = {}
+    for step in range(6):
+        now = NOW + step * 17.5
+        for key in rng.sample(keys, 300):  # some locks are released, some taken, some stay
+            if key not in values or rng.random() < 0.3:
+                values[key] = random_value(rng, now)
+        held = [k for k in keys if k in values and rng.random() < 0.85]
+        locks = [
+            raw(
+                k,
+                values[k],
+                now,
+                rng.choice([-1, 5000]),
+                "string" if values[k] is not None else "hash",
+            )
+            for k in held
+        ]
+
+        expected = []
+        for lock in locks:
+            identity = (lock.key, lock.value)
+            since = first_seen.setdefault(identity, now)
+            expected.append(
+                classify(lock.key, lock.value, lock.kind, lock.pttl_ms, now, since, threshold)
+            )
+        got = [v for chunk in (locks[:100], locks[100:]) for v in read_all(tracker, *chunk)]
+
+        classified = [lock for verdict in got for lock in verdict.older]
+        assert {lock.key: lock for lock in classified} == {lock.key: lock for lock in expected}
+        stuck_now = {
+            (lock.key, lock.value) for lock, e in zip(locks, expected, strict=True) if e.stuck
+        }
+        assert sum(verdict.active for verdict in got) == len(locks)
+        assert sum(verdict.stuck for verdict in got) == len(stuck_now)
+        assert sum(v.without_ttl for v in got) == [lock.pttl_ms for lock in locks].count(-1)
+        by_sighting = [lock for lock in expected if lock.age_source == "first_seen"]
+        assert sum(verdict.first_seen for verdict in got) == len(by_sighting)
+        assert sum(verdict.still_stuck for verdict in got) == len(stuck_now & stuck_before)
+        assert sum(verdict.newly_stuck_count for verdict in got) == len(stuck_now - stuck_before)
+        tracker.finish_pass()
+        seen = {(lock.key, lock.value) for lock in locks}
+        first_seen = {identity: at for identity, at in first_seen.items() if identity in seen}
+        stuck_before = stuck_now
+
+
+def test_memory_does_not_follow_the_size_of_keys_or_values() -> None:
+    tracker = LockTracker(30)
+    huge = [raw(b"k%d" % i + b"x" * 1_000_000, b"token" * 50_000) for i in range(10)]
+    tracemalloc.start()
+    try:
+        read(tracker, *huge, older_than=math.inf)
+        tracker.finish_pass()
+        del huge
+        remembered, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert tracker.remembered == 10
+    assert remembered < 10_000  # fingerprints, not the 10 MB of keys nor the values
+
+
+@pytest.mark.parametrize(
+    ("run_ids", "age"),
+    [
+        (["a", "a"], 50),  # the same server: the lock held all along
+        (["a", "b"], 0),  # restarted: the key was created again, with the same token
+        ([None, None], 50),  # INFO refused: no restart can be seen
+        (["a", None], 50),
+    ],
+)
+def test_first_sightings_are_forgotten_when_the_server_restarts(
+    run_ids: list[str | None], age: float
+) -> None:
+    tracker = LockTracker(30)
+    tracker.server_started("redis:6379", run_ids[0])
+    one(tracker, raw(b"k", b"token", now=NOW))
+    tracker.finish_pass()
+    tracker.server_started("other:6379", "c")  # another node: not a restart
+    tracker.server_started("redis:6379", run_ids[1])
+    assert one(tracker, raw(b"k", b"token", now=NOW + 50)).age_seconds == age
+
+
+def test_a_restart_keeps_ages_from_values_and_tells_the_old_sightings_gone() -> None:
+    stamped = raw(b"s", b"%d" % ((NOW - 100) * 1000))
+    tracker = LockTracker(30)
+    tracker.server_started("redis:6379", "a")
+    read(tracker, stamped, raw(b"k", b"token"))
+    tracker.finish_pass()
+    tracker.server_started("redis:6379", "b")
+    verdict = read(tracker, stamped._replace(now=NOW + 50), raw(b"k", b"token", now=NOW + 50))
+    assert (verdict.stuck, verdict.still_stuck) == (1, 1)  # the stamped lock: stuck all along
+    assert [lock.age_seconds for lock in verdict.older] == [150, 0]
+    assert len(tracker.finish_pass()) == 1  # k as it was before the restart: gone
+    assert tracker.remembered == 2
 
 
 def test_display_is_bounded_and_never_fails() -> None:

@@ -1,6 +1,6 @@
 """The pass loop's bookkeeping: counts, transitions, logs, pacing and backoff in the state.
 
-Redis is replaced at the narrowest seam, `read_locks`: it hands over hand-built locks, or
+Redis is replaced at the narrowest seam, `read_pages`: it hands over hand-built locks, or
 raises what redis-py raises from a pass. The client itself is the real lazy one (`connect`
 never touches the network for a standalone URL), so a failure arrives where it does in
 production: on the first read of a pass. Where a test needs a pass of a given duration, the
@@ -23,23 +23,23 @@ from lock_monitor.config import MAX_PACED_WAIT_SECONDS, RedisSettings, ScanSetti
 from lock_monitor.connection import Target
 from lock_monitor.events import Events
 from lock_monitor.liveset import LiveSet
-from lock_monitor.locks import RawLock
 from lock_monitor.monitor import Monitor
 from lock_monitor.passes import PassFailed, PassResult
+from lock_monitor.scanner import Page, ServerReading
 from lock_monitor.snapshot import Snapshot
 from lock_monitor.stuck_log import StuckLocks
+from tests.unit.pages import NOW, RawLock, pages_of
 
 SETTINGS = RedisSettings(url="redis://example:6379/0", password="s3cret-pw")
-NOW = 1_800_000_000.0  # Redis TIME of every pass here
 
 
 def held(key: str, seconds_ago: float, pttl_ms: int = 30_000) -> RawLock:
     """A lock as the backend takes it: epoch-ms value and a TTL."""
-    return RawLock(key.encode(), b"%d" % ((NOW - seconds_ago) * 1000), pttl_ms, "string", NOW)
+    return RawLock(key.encode(), b"%d" % ((NOW - seconds_ago) * 1000), pttl_ms)
 
 
 class FakeScanner:
-    """Stands in for `read_locks`: every pass yields `locks`, or fails with `error`."""
+    """Stands in for `read_pages`: every pass yields `locks`, or fails with `error`."""
 
     def __init__(self) -> None:
         self.locks: list[RawLock] = []
@@ -50,22 +50,21 @@ class FakeScanner:
         client: redis.Redis,
         pattern: str,
         count: int,
-        seen: set[bytes],
         cluster: bool,
         budget: object,
-    ) -> Iterator[RawLock]:
+    ) -> Iterator[Page]:
         if self.error is not None:
             raise self.error  # a generator: raised on the first read, as redis-py does
-        for raw in self.locks:
-            seen.add(raw.key)
-            yield raw
+        yield from pages_of(self.locks)
 
 
 @pytest.fixture
 def redis_node(monkeypatch: pytest.MonkeyPatch) -> FakeScanner:
     scanner = FakeScanner()
-    monkeypatch.setattr("lock_monitor.passes.read_locks", scanner)
-    monkeypatch.setattr("lock_monitor.passes.command_seconds", lambda client, budget: 0.0)
+    monkeypatch.setattr("lock_monitor.passes.read_pages", scanner)
+    monkeypatch.setattr(
+        "lock_monitor.passes.server_reading", lambda client, budget: ServerReading("id", 0.0)
+    )
     return scanner
 
 
@@ -83,8 +82,8 @@ def test_a_pass_counts_what_it_reads_and_logs_the_first_connection(
     redis_node.locks = [
         held("lock:appointment:1", 60),
         held("lock:appointment:2", 1),
-        RawLock(b"lock:appointment:3", b"token", -1, "string", NOW),  # no TTL
-        RawLock(b"lock:appointment:4", None, -1, "hash", NOW),  # a Redisson lock
+        RawLock(b"lock:appointment:3", b"token", -1),  # no TTL
+        RawLock(b"lock:appointment:4", None, -1, "hash"),  # a Redisson lock
     ]
     monitor = make()
     with capture_logs() as logs:
@@ -320,9 +319,27 @@ def test_a_real_pass_is_paced_from_its_own_duration(
     redis_node: FakeScanner, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Where INFO is refused, the wall time stands in for Redis' time."""
-    monkeypatch.setattr("lock_monitor.passes.command_seconds", lambda client, budget: None)
+    monkeypatch.setattr(
+        "lock_monitor.passes.server_reading", lambda client, budget: ServerReading(None, None)
+    )
     monitor = Monitor(SETTINGS, ScanSettings(interval=1e-6, max_redis_load=0.05))
     monitor.step()
     duration = monitor.state.snapshot.duration_seconds  # type: ignore[union-attr]
     assert monitor.state.paced
     assert monitor.state.delay_seconds == pytest.approx(duration * 19)
+
+
+def test_a_pass_feeds_the_live_set_only_while_every_node_is_subscribed(
+    redis_node: FakeScanner,
+) -> None:
+    """Not subscribed (the server does not publish, say), the set is of no use: a pass must
+    not gather every lock for it."""
+    redis_node.locks = [held("lock:appointment:1", 1)]
+    live = LiveSet(stuck_threshold=30)
+    subscriptions = Events(SETTINGS, "lock:*", "auto", live, structlog.get_logger())
+    monitor = Monitor(SETTINGS, ScanSettings(stuck_threshold=30), events=subscriptions)
+    monitor.step()
+    assert live.held == {}
+    live.subscriptions_changed(True)
+    monitor.step()
+    assert set(live.held) == {b"lock:appointment:1"}

@@ -1,7 +1,7 @@
 """Reading one pass over several nodes: what a failure says (as data), what a failed pass
 leaves behind, and how errors are worded.
 
-Each node's reads are replaced at `read_locks`; against a real Redis (and a real Cluster
+Each node's reads are replaced at `read_pages`; against a real Redis (and a real Cluster
 node) see tests/integration/test_passes.py.
 """
 
@@ -15,11 +15,13 @@ import pytest
 import redis
 
 from lock_monitor.config import ERROR_TEXT_LIMIT, RedisSettings, ScanSettings
-from lock_monitor.locks import LockTracker, RawLock
+from lock_monitor.locks import LockTracker
 from lock_monitor.passes import CLUSTER_HINT, PassFailed, describe_error, read_pass
+from lock_monitor.scanner import Page, ServerReading
 from lock_monitor.snapshot import OLDEST_SHOWN
+from lock_monitor.stuck_log import StuckMemory
+from tests.unit.pages import NOW, RawLock, pages_of
 
-NOW = 1_800_000_000.0
 SETTINGS = RedisSettings(url="redis://:s3cret-pw@seed:6379", mode="cluster")
 
 
@@ -41,20 +43,20 @@ class FakeTarget:
         return list(self.node_list.items())
 
 
-def fake_read_locks(
-    client: Node, pattern: str, count: int, seen: set[bytes], cluster: bool, budget: object
-) -> Iterator[RawLock]:
+def fake_read_pages(
+    client: Node, pattern: str, count: int, cluster: bool, budget: object
+) -> Iterator[Page]:
     if client.error is not None:
         raise client.error
-    for raw in client.locks:
-        seen.add(raw.key)
-        yield raw
+    yield from pages_of(client.locks)
 
 
 @pytest.fixture(autouse=True)
 def _nodes_replaced(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("lock_monitor.passes.read_locks", fake_read_locks)
-    monkeypatch.setattr("lock_monitor.passes.command_seconds", lambda client, budget: 0.0)
+    monkeypatch.setattr("lock_monitor.passes.read_pages", fake_read_pages)
+    monkeypatch.setattr(
+        "lock_monitor.passes.server_reading", lambda client, budget: ServerReading("id", 0.0)
+    )
 
 
 def held(key: str, seconds_ago: float, now: float = NOW) -> RawLock:
@@ -68,7 +70,7 @@ def opaque(key: str, now: float) -> RawLock:
 
 def run(target: Any, tracker: LockTracker | None = None, **kwargs: Any) -> Any:
     scan = ScanSettings(stuck_threshold=30)
-    return read_pass(target, scan, tracker or LockTracker(30), {}, **kwargs)
+    return read_pass(target, scan, tracker or LockTracker(30), StuckMemory(), **kwargs)
 
 
 def test_a_pass_reads_every_node_into_one_snapshot() -> None:
@@ -80,7 +82,7 @@ def test_a_pass_reads_every_node_into_one_snapshot() -> None:
         2,
     )
     assert result.nodes == (("a:1", True), ("b:2", True))
-    assert [lock.key for lock in result.stuck.new] == ["lock:1"]
+    assert [lock.key for *_, lock in result.stuck.new] == ["lock:1"]
 
 
 def test_every_node_is_tried_and_each_failure_is_named() -> None:
@@ -130,10 +132,21 @@ def test_a_failed_pass_leaves_first_sightings_as_they_were() -> None:
 
 
 def test_only_locks_not_stuck_before_are_new() -> None:
+    tracker, scan = LockTracker(30), ScanSettings(stuck_threshold=30)
+    first = read_pass(FakeTarget({"a:1": Node(held("lock:1", 60))}), scan, tracker, StuckMemory())
     target = FakeTarget({"a:1": Node(held("lock:1", 60), held("lock:2", 90))})
-    result = read_pass(target, ScanSettings(stuck_threshold=30), LockTracker(30), {b"lock:1": 50.0})
-    assert set(result.stuck.ages) == {b"lock:1", b"lock:2"}
-    assert [lock.key for lock in result.stuck.new] == ["lock:2"]
+    result = read_pass(target, scan, tracker, first.stuck.remembered)
+    assert (result.stuck.count, result.stuck.still) == (2, 1)
+    assert [lock.key for *_, lock in result.stuck.new] == ["lock:2"]
+
+
+def test_every_lock_can_be_handed_over_as_it_is_read() -> None:
+    locks = [held(f"lock:{i}", i) for i in range(OLDEST_SHOWN + 5)]
+    target = FakeTarget({"a:1": Node(*locks[:10]), "b:2": Node(*locks[10:])})
+    handed: list[str] = []
+    result = run(target, keep_oldest=3, each=lambda page: handed.extend(x.key for x in page))
+    assert sorted(handed) == sorted(lock.key.decode() for lock in locks)
+    assert [lock.key for lock in result.snapshot.oldest] == ["lock:24", "lock:23", "lock:22"]
 
 
 def test_the_snapshot_keeps_the_oldest_few_unless_asked_for_all() -> None:
@@ -199,6 +212,7 @@ def test_redis_time_is_that_of_the_busiest_node(
     nodes = {name: Node(held(f"lock:{name}", 1)) for name in readings}
     by_node = {id(node): iter(readings[name]) for name, node in nodes.items()}
     monkeypatch.setattr(
-        "lock_monitor.passes.command_seconds", lambda client, budget: next(by_node[id(client)])
+        "lock_monitor.passes.server_reading",
+        lambda client, budget: ServerReading("id", next(by_node[id(client)])),
     )
     assert run(FakeTarget(nodes)).redis_seconds == busiest

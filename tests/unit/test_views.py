@@ -56,7 +56,7 @@ def served_document(state: MonitorState) -> dict[str, Any]:
 def printed(monkeypatch: pytest.MonkeyPatch, *args: str) -> str:
     """`lock-monitor locks ...` in-process, its one pass seeing SNAPSHOT."""
 
-    def read_once(redis: RedisSettings, scan: ScanSettings) -> PassResult:
+    def read_once(redis: RedisSettings, scan: ScanSettings, *args: Any) -> PassResult:
         return PassResult(SNAPSHOT, StuckLocks(), NODES)
 
     # The module, not the command of the same name that lock_monitor.cli exports.
@@ -218,7 +218,7 @@ def test_stuck_rows_come_first_with_the_holder_and_a_bar_against_the_threshold()
         (FRESH.key, None),
         (TOKEN.key, None),
     ]
-    assert '<td data-label="Holder">api-7</td>' in page
+    assert '<td data-label="Holder"><span class="holder">api-7</span></td>' in page
     meters = [attrs for tag, attrs in Markup(page).tags if tag == "meter"]
     assert meters[0] == {
         "min": "0", "max": "60", "low": "15", "high": "30", "optimum": "0", "value": "40.0",
@@ -237,6 +237,16 @@ def test_redis_down_greys_out_the_last_good_data_and_says_how_old() -> None:
     up = status_page(document_of(MonitorState(redis_up=True, snapshot=SNAPSHOT)))
     assert "stale" not in up
     assert "<title>lock-monitor: 1 stuck, 2 active</title>" in up
+
+
+@pytest.mark.parametrize("snapshot", [SNAPSHOT, None])
+def test_an_error_ending_in_a_period_is_not_given_another(snapshot: Snapshot | None) -> None:
+    error = "ConnectionError: Error 111 connecting to 127.0.0.1:6379. Connection refused."
+    page = status_page(
+        document_of(MonitorState(redis_up=False, snapshot=snapshot, last_error=error))
+    )
+    assert "Connection refused. " in page
+    assert ".." not in page
 
 
 @pytest.mark.parametrize(

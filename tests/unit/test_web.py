@@ -29,6 +29,7 @@ from lock_monitor.monitor import MonitorState
 from lock_monitor.snapshot import Snapshot
 from lock_monitor.web import (
     CONTENT_SECURITY_POLICY,
+    FIRST_BYTE_SECONDS,
     FULL_WAIT_SECONDS,
     MAX_CONNECTIONS,
     App,
@@ -373,3 +374,85 @@ def test_a_trickling_client_is_hung_up_on_at_the_deadline(monkeypatch: pytest.Mo
                 answer = client.recv(100) if ready else b"x"
         assert answer == b""
         assert 1.0 <= time.monotonic() - started < 3
+
+
+class IdleSockets:
+    """Connections that never send a byte, kept at `count` open: each one the server closes
+    is opened again by `top_up`, as a flood of idle sockets would."""
+
+    def __init__(self, port: int, count: int) -> None:
+        self.port, self.count = port, count
+        self.sockets: list[socket.socket] = []
+
+    def top_up(self) -> None:
+        with selectors.DefaultSelector() as selector:
+            for sock in self.sockets:
+                selector.register(sock, selectors.EVENT_READ)
+            closed = {key.fileobj for key, _ in selector.select(0)}  # readable: the server's EOF
+        for sock in closed:
+            assert isinstance(sock, socket.socket)
+            sock.close()
+        self.sockets = [sock for sock in self.sockets if sock not in closed]
+        while len(self.sockets) < self.count:
+            sock = socket.socket()
+            sock.setblocking(False)
+            sock.connect_ex(("127.0.0.1", self.port))
+            self.sockets.append(sock)
+
+    def close(self) -> None:
+        for sock in self.sockets:
+            sock.close()
+
+
+def test_metrics_stay_fast_with_1000_idle_sockets_held_open() -> None:
+    """Idle sockets wait without a thread and are closed oldest first: a scrape is not queued
+    behind them (it took seconds while each held a thread until evicted one at a time)."""
+    threads_before = threading.active_count()
+    with serving() as server:
+        flood = IdleSockets(server.port, 1000)
+        try:
+            for _ in range(5):
+                flood.top_up()
+                started = time.monotonic()
+                response, body = request(server, "GET", "/metrics")
+                assert response.status == 200
+                assert b"stuck_locks_count" in body
+                assert time.monotonic() - started < 1.0
+                assert threading.active_count() <= threads_before + 3  # the loop, the scrape
+        finally:
+            flood.close()
+
+
+def test_a_silent_connection_is_closed_after_a_second() -> None:
+    with serving() as server, socket.create_connection(("127.0.0.1", server.port), 5) as sock:
+        started = time.monotonic()
+        assert sock.recv(1) == b""  # closed, without a word
+        assert FIRST_BYTE_SECONDS <= time.monotonic() - started < FIRST_BYTE_SECONDS + 1
+
+
+@pytest.mark.parametrize(
+    ("sent", "status"),
+    [
+        (b"NONSENSE\r\n\r\n", 400),
+        (b"GET / HTTP/x.y\r\n\r\n", 400),
+        (b"GET /\r\n\r\n", 505),  # HTTP/0.9: its answer would have no headers
+        (b"GET /" + b"x" * 70_000 + b" HTTP/1.1\r\n\r\n", 414),
+        (b"GET / HTTP/1.1\r\n" + b"X: y\r\n" * 101 + b"\r\n", 431),
+        (b"GET / HTTP/2.0\r\n\r\n", 505),
+    ],
+)
+def test_the_standard_librarys_own_errors_carry_the_security_headers(
+    sent: bytes, status: int
+) -> None:
+    with serving() as server, socket.create_connection(("127.0.0.1", server.port), 5) as sock:
+        sock.sendall(sent)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    head = answer.decode().split("\r\n\r\n")[0].split("\r\n")
+    assert head[0].startswith(f"HTTP/1.0 {status} ")
+    headers = dict(line.split(": ", 1) for line in head[1:])
+    assert headers["Content-Security-Policy"] == CONTENT_SECURITY_POLICY
+    assert headers["X-Content-Type-Options"] == "nosniff"
+    assert headers["X-Frame-Options"] == "DENY"
+    assert headers["Server"] == "lock-monitor"

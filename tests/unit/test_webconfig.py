@@ -103,7 +103,12 @@ def test_a_mistake_is_named_in_one_line(tmp_path: Path, document: object, proble
         ({"min_version": "SSL3"}, "'SSL3' is not one of TLS10"),
         ({"cipher_suites": ["TLS_RSA_WITH_RC4_128_SHA"]}, "is not a TLS 1.2 suite"),
         ({"curve_preferences": ["X25519", "CurveP256"]}, "at most one of"),
-        ({"key_file": "/nonexistent.key"}, "FileNotFoundError"),
+        ({"key_file": "/nonexistent.key"}, "cannot read /nonexistent.key: No such file"),
+        ({"cert_file": "missing.crt"}, "missing.crt: No such file or directory"),
+        (
+            {"client_auth_type": "VerifyClientCertIfGiven", "client_ca_file": "/nope/ca.crt"},
+            "cannot read /nope/ca.crt: No such file or directory",
+        ),
     ],
 )
 def test_tls_mistakes_are_named(
