@@ -11,13 +11,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from lock_monitor.config import RedisSettings, ScanSettings
 from lock_monitor.connection import Target, connect
-from lock_monitor.events import Events
 from lock_monitor.history import History
 from lock_monitor.liveset import PassLock
 from lock_monitor.locks import LockTracker
@@ -25,6 +24,9 @@ from lock_monitor.passes import NodeStatus, PassFailed, PassResult, describe_err
 from lock_monitor.schedule import backoff_delay, paced_delay
 from lock_monitor.snapshot import Snapshot
 from lock_monitor.stuck_log import StuckMemory, log_stuck_changes
+
+if TYPE_CHECKING:  # the daemon hands its Events in: `lock-monitor locks` runs without them
+    from lock_monitor.events import Events
 
 
 @dataclass(frozen=True)

@@ -11,14 +11,15 @@ from __future__ import annotations
 import html
 import shlex
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from lock_monitor.charts import charts
-from lock_monitor.events import EventsView
-from lock_monitor.history import Series, Window
 from lock_monitor.locks import VALUE_DISPLAY_LIMIT, Lock
-from lock_monitor.monitor import MonitorState
+
+if TYPE_CHECKING:  # types only: `lock-monitor locks` imports this without the daemon's parts
+    from lock_monitor.events import EventsView
+    from lock_monitor.history import Series, Window
+    from lock_monitor.monitor import MonitorState
 
 NO_TTL = "never"  # how a lock without a TTL reads wherever a person reads it
 _SHORT_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
@@ -433,6 +434,8 @@ def status_page(
     else:
         counts = current_counts(document)
         title = f"{counts['stuck']} stuck, {counts['active']} active"
+    from lock_monitor.charts import charts  # the page alone draws them: `locks` never loads them
+
     drawn = charts(window, series, document["stuck_threshold_seconds"]) if window else ""
     caption = ""
     if last is not None:

@@ -13,6 +13,7 @@ a hundred.
 from __future__ import annotations
 
 import base64
+import gc
 import json
 import os
 import shutil
@@ -21,12 +22,10 @@ import ssl
 import sys
 import time
 import unicodedata
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Sequence
 from functools import partial
 from http import HTTPStatus
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import click
@@ -64,6 +63,9 @@ from lock_monitor.views import (
     printable,
     status_document,
 )
+
+if TYPE_CHECKING:
+    import urllib.request
 
 EXIT_STUCK = 3
 EXIT_UNKNOWN_AGES = 4  # no lock known to be stuck, but some ages one pass cannot know
@@ -146,6 +148,8 @@ def daemon_url(ctx: click.Context, param: click.Parameter, value: str | None) ->
 def daemon_request(daemon: DaemonSettings) -> tuple[urllib.request.Request, ssl.SSLContext | None]:
     """The request for the daemon's /locks, with its credentials (never sent on to where a
     redirect points), and the TLS context that verifies the daemon (and shows our certificate)."""
+    import urllib.request  # only --from speaks HTTP: `locks` from Redis starts without it
+
     request = urllib.request.Request(daemon.url)  # noqa: S310 (daemon_url lets only http(s) in)
     if daemon.username is not None:
         token = base64.b64encode(f"{daemon.username}:{daemon.password}".encode()).decode()
@@ -160,6 +164,9 @@ def daemon_request(daemon: DaemonSettings) -> tuple[urllib.request.Request, ssl.
 
 def from_daemon(daemon: DaemonSettings, stuck_only: bool, limit: int) -> dict[str, Any]:
     """The daemon's /locks document; a daemon that cannot read Redis now is a failure."""
+    import urllib.error  # only --from speaks HTTP: `locks` from Redis starts without it
+    import urllib.request
+
     shown = daemon.url
     try:
         request, context = daemon_request(daemon)
@@ -324,6 +331,9 @@ def locks(
     some ages are unknown (use --from), 1 when the locks could not be read (or the daemon
     cannot read Redis now).
     """
+    # What the imports built lives as long as this short process: frozen, the collector never
+    # walks it again, neither while the pass runs nor at exit.
+    gc.freeze()
     logs.configure("warning", "auto")
     if every_lock and (limit is not None or daemon is not None or watch):
         raise click.UsageError(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import click
 import kubernetes_validate
 import pytest
 import yaml
@@ -133,7 +134,7 @@ def test_every_env_variable_is_an_option_of_the_command(
         "containers"
     ][0]
     group, command_name = container["args"][:2]
-    command = cli.commands[group].commands[command_name]  # type: ignore[attr-defined]
+    command = cli.get_command(click.Context(cli), group).commands[command_name]  # type: ignore[union-attr]
     envvars = [param.envvar for param in command.params if param.envvar]
     known = {env for envvar in envvars for env in ([envvar] if isinstance(envvar, str) else envvar)}
     used = {var["name"] for var in container["env"]} - {"SQLITE_TMPDIR"}

@@ -3,6 +3,7 @@
 import tomllib
 from typing import Any
 
+import click
 import kubernetes_validate
 import pytest
 import yaml
@@ -54,7 +55,8 @@ def test_the_container_runs_one_cluster_monitor(
     pod = deployment["spec"]["template"]
     assert service["spec"]["selector"] == pod["metadata"]["labels"]
     (container,) = pod["spec"]["containers"]
-    run = cli.commands["run"]
+    run = cli.get_command(click.Context(cli), "run")
+    assert run is not None
     known = {
         name
         for param in run.params

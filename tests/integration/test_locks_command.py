@@ -8,6 +8,8 @@ import pty
 import signal
 import ssl
 import struct
+import subprocess
+import sys
 import termios
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -51,6 +53,53 @@ def test_table_stuck_first_then_oldest_and_exit_3_when_some_are_stuck(
     assert ttls["lock:appointment:n0"] == "never"
     assert ttls["lock:appointment:f0"].endswith("s")
     assert summary.startswith("5 active, 3 stuck, 1 without TTL")
+
+
+# `lock-monitor ARGS` as `python -m lock_monitor` runs it, then the modules it loaded, on stderr.
+RUN_THEN_MODULES = """
+import json, sys
+from lock_monitor.cli import main
+sys.argv[0] = "lock-monitor"
+try:
+    main()
+finally:
+    print(json.dumps(sorted(sys.modules)), file=sys.stderr)
+"""
+# What the daemon, its page and the other commands need, and a pass from Redis does not.
+NOT_FOR_LOCKS = (
+    "lock_monitor.backup",
+    "lock_monitor.charts",
+    "lock_monitor.cli.backup",
+    "lock_monitor.cli.demo",
+    "lock_monitor.cli.run",
+    "lock_monitor.daemon",
+    "lock_monitor.demo",
+    "lock_monitor.events",
+    "lock_monitor.metrics",
+    "lock_monitor.web",
+    "lock_monitor.webconfig",
+    "bcrypt",
+    "prometheus_client",
+    "urllib.request",
+    "yaml",
+)
+
+
+def test_locks_loads_neither_the_daemon_nor_the_other_commands(redis_srv: RedisServer) -> None:
+    """Starting Python and importing is part of the one-shot's wall time: it imports what a
+    pass needs, not the web server, the keyspace events or the backup code."""
+    mixed_locks(redis_srv.client(), stuck=1, fresh=1)
+    for args in ([], ["--json"], ["--all"]):
+        command = [sys.executable, "-c", RUN_THEN_MODULES, "locks", "--redis-url", redis_srv.url]
+        result = subprocess.run(
+            [*command, *args], env=monitor_env(), capture_output=True, text=True, check=False
+        )
+        assert result.returncode == 3, result.stderr  # the pass ran: one lock is stuck
+        modules = set(json.loads(result.stderr.splitlines()[-1]))
+        assert "lock_monitor.passes" in modules
+        loaded = {module.partition(".")[0] for module in modules} | modules
+        loaded |= {module.rpartition(".")[0] for module in modules}  # packages of submodules
+        assert sorted(loaded & set(NOT_FOR_LOCKS)) == [], args
 
 
 def test_exit_0_when_nothing_is_stuck(redis_srv: RedisServer) -> None:

@@ -191,7 +191,9 @@ def test_each_default_comes_from_config_and_is_shown_in_help(
     with click.Context(cli, info_name="lock-monitor") as ctx:
         for part in path.split():
             assert isinstance(command, click.Group)
-            command = command.commands[part]
+            found = command.get_command(ctx, part)
+            assert found is not None
+            command = found
             ctx = click.Context(command, info_name=part, parent=ctx)
         (param,) = [p for p in command.params if p.name == name]
         assert param.default == default
