@@ -331,8 +331,8 @@ def locks(
     some ages are unknown (use --from), 1 when the locks could not be read (or the daemon
     cannot read Redis now).
     """
-    # What the imports built lives as long as this short process: frozen, the collector never
-    # walks it again, neither while the pass runs nor at exit.
+    # What the imports built lives as long as the process: frozen, the collector never walks
+    # it again, neither while a pass runs nor at exit.
     gc.freeze()
     logs.configure("warning", "auto")
     if every_lock and (limit is not None or daemon is not None or watch):
