@@ -95,16 +95,22 @@ def read_pass(
     failures: dict[str, str] = {}
     nodes: list[tuple[str, bool]] = []
     redis_seconds: list[float | None] = []
+
+    def older_than() -> float:
+        """The age past which a lock is handed over in full."""
+        return -math.inf if each else builder.older_than()
+
     try:
         for name, client in target.nodes():
             try:
                 budget.check()
                 before = server_reading(client, budget)
                 tracker.server_started(name, before.run_id)
-                for page in read_pages(client, scan.pattern, scan.count, cluster, budget):
-                    older_than = -math.inf if each else builder.older_than()
+                recall = tracker.recall(name, older_than)
+                pages = read_pages(client, scan.pattern, scan.count, cluster, budget, recall)
+                for page in pages:
                     wanted = STUCK_LOG_LIMIT - len(stuck.new)
-                    verdict = tracker.add_page(page, name, older_than, wanted, held)
+                    verdict = tracker.add_page(page, name, older_than(), wanted, held)
                     if each:
                         each(verdict.older)
                     builder.add(verdict)

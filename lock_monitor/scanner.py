@@ -8,15 +8,18 @@ repeat for every key are packed and their replies read in bulk: redis-py's per-c
 bookkeeping costs more than the wire (see docs/performance.md).
 
 Values are read with GETRANGE, never whole: a lock holding 50 MB costs the same as any
-other, here and in Redis' output buffer. Nothing here blocks Redis: SCAN with a bounded
-COUNT, GETRANGE, PTTL, TYPE and one EXISTS of two keys only.
+other, here and in Redis' output buffer. A lock known from the last pass whose TTL still
+ends when it did costs only a PTTL: its value is not read again (`locks.Recall`). Nothing
+here blocks Redis: SCAN with a bounded COUNT, GETRANGE, PTTL, TYPE, TIME and one EXISTS
+of two keys only.
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Sequence
-from itertools import islice
+from itertools import compress, islice
+from operator import not_
 from typing import Any, NamedTuple
 
 import redis
@@ -26,7 +29,7 @@ from redis.crc import key_slot
 from redis.exceptions import ResponseError
 
 from lock_monitor.deadline import PassBudget
-from lock_monitor.locks import VALUE_PREFIX
+from lock_monitor.locks import VALUE_PREFIX, Recall, unchanged
 
 # A PTTL of -2 means the key went away between SCAN and the read: released, not a lock.
 _GONE = -2
@@ -39,11 +42,15 @@ class Page(NamedTuple):
     """Locks of one node read in one round trip, as parallel lists (no object per lock)."""
 
     now: float  # Redis TIME at the start of the pass on this node
+    clock: float  # Redis TIME in the round trip that read the TTLs
     keys: Sequence[bytes]
-    values: Sequence[bytes | None]  # the first VALUE_PREFIX bytes; None when not a string
+    # The first VALUE_PREFIX bytes; None when not a string. None for the whole page: locks
+    # known and unchanged, whose values were not read.
+    values: Sequence[bytes | None] | None
     pttls: Sequence[int]  # -1: no TTL
     kinds: Sequence[str] | None  # the Redis types; None: all strings
     released: int  # keys of the page gone before they were read
+    remembered: Sequence[int] | None = None  # when the values were not read: `Recall.known`
 
 
 def _bulk(arguments: Sequence[bytes]) -> list[bytes]:
@@ -59,70 +66,72 @@ def _per_key(name: bytes, keys: list[bytes], *tail: bytes) -> bytes:
     return head + (rest + head).join(keys) + rest if keys else b""
 
 
-class _RoundTrip:
-    """One round trip: a SCAN page (with Redis' clock on the first), and the reads of the
-    page before; sent in one write on the pass's connection.
-
-    Its replies are read in two steps: the SCAN reply first, so that the next round trip
-    can be sent while Redis still works on these reads, and then the reads.
-    """
+class _Reads:
+    """The reads of one page, sent in one write on the pass's connection: Redis' clock, then
+    GETRANGE and PTTL for the keys read in full, PTTL alone for the known ones, and TYPE for
+    the locks GETRANGE refused."""
 
     def __init__(
         self,
         connection: Any,
-        scan: tuple[Any, ...] | None,
         keys: Sequence[bytes],
+        known: tuple[Sequence[bytes], Sequence[int]],
         untyped: Sequence[tuple[bytes, int]],
-        clock: bool = False,
         probe: Sequence[bytes] = (),
     ) -> None:
+        """`keys` are read in full; `known`, keys with what is remembered of their locks,
+        only by their TTL; `untyped`, (key, PTTL), by their TYPE. `probe`: two keys for one
+        EXISTS, which a Cluster node refuses."""
         self.connection = connection
-        self.keys, self.untyped = keys, untyped
+        self.keys, self.known, self.untyped, self.probe = keys, known, untyped, bool(probe)
         head: list[tuple[Any, ...]] = [("EXISTS", *probe)] if probe else []
-        head += [("TIME",)] if clock else []
-        head += [scan] if scan else []
-        self.probe, self.clock, self.scan = bool(probe), clock, scan is not None
-        self.head = len(head)
         bulk = _bulk(keys)
-        self.packed = [
-            *(connection.pack_commands(head) if head else []),
-            _per_key(b"GETRANGE", bulk, b"0", b"%d" % (VALUE_PREFIX - 1)),
-            _per_key(b"PTTL", bulk),
-            *(connection.pack_commands([("TYPE", key) for key, _ in untyped]) if untyped else []),
-        ]
-        self.connection.send_packed_command(self.packed)
+        connection.send_packed_command(
+            [
+                *connection.pack_commands([*head, ("TIME",)]),
+                _per_key(b"GETRANGE", bulk, b"0", b"%d" % (VALUE_PREFIX - 1)),
+                _per_key(b"PTTL", bulk),
+                _per_key(b"PTTL", _bulk(known[0])),
+                *(
+                    connection.pack_commands([("TYPE", key) for key, _ in untyped])
+                    if untyped
+                    else []
+                ),
+            ]
+        )
 
-    def read_head(self) -> tuple[float | None, int | None, list[bytes]]:
-        """(Redis' clock, if asked, the next cursor, None after the last page, the page)."""
-        replies = _receive(self.connection, self.head)
-        _raise_errors(replies)
-        del replies[: self.probe]  # EXISTS answered: not a Cluster node
-        now = None
-        if self.clock:
-            seconds, micros = replies.pop(0)
-            now = int(seconds) + int(micros) / 1_000_000
-        if not self.scan:
-            return now, None, []
-        cursor, keys = replies[0]
-        return now, int(cursor) or None, keys
-
-    def read_reads(self, now: float) -> tuple[list[Page], list[tuple[bytes, int]]]:
-        """The pages read (strings, then the locks just typed), and the keys to type next."""
-        keys, count = self.keys, len(self.keys)
-        replies = _receive(self.connection, 2 * count + len(self.untyped))
-        values, pttls, types = replies[:count], replies[count : 2 * count], replies[2 * count :]
-        _raise_errors(pttls)
-        _raise_errors(types)
+    def read(self, now: float) -> tuple[list[Page], list[tuple[bytes, int]], list[bytes]]:
+        """The pages read (strings, known locks, then the locks just typed), the keys to type
+        next, and the known keys whose TTL changed, to read in full next."""
+        keys, count, known = self.keys, len(self.keys), len(self.known[0])
+        replies = _receive(self.connection, self.probe + 1 + 2 * count + known + len(self.untyped))
+        _raise_errors(replies[: self.probe + 1])
+        clock = _seconds(replies[self.probe])
+        del replies[: self.probe + 1]
+        values, pttls = replies[:count], replies[count : 2 * count]
+        known_pttls, types = replies[2 * count : 2 * count + known], replies[2 * count + known :]
+        for checked in (pttls, known_pttls, types):
+            _raise_errors(checked)
         untyped: list[tuple[bytes, int]] = []
         if _GONE in pttls or not _plain(values):
             held = [i for i, pttl in enumerate(pttls) if pttl != _GONE]
             untyped = [(keys[i], pttls[i]) for i in held if _not_a_string(values[i])]
             strings = [i for i in held if type(values[i]) is bytes]
             keys, values, pttls = ([column[i] for i in strings] for column in (keys, values, pttls))
-        pages = [Page(now, keys, values, pttls, None, count - len(keys) - len(untyped))]
+        pages = [Page(now, clock, keys, values, pttls, None, count - len(keys) - len(untyped))]
+        changed: list[bytes] = []
+        if known:
+            page, changed = _known_page(now, clock, *self.known, known_pttls)
+            pages.append(page)
         if self.untyped:
-            pages.append(_typed_page(now, self.untyped, types))
-        return [page for page in pages if page.keys or page.released], untyped
+            pages.append(_typed_page(now, clock, self.untyped, types))
+        return [page for page in pages if page.keys or page.released], untyped, changed
+
+
+def _seconds(time_reply: Sequence[bytes]) -> float:
+    """Redis' TIME reply in seconds."""
+    seconds, micros = time_reply
+    return int(seconds) + int(micros) / 1_000_000
 
 
 def _receive(connection: Any, count: int) -> list[Any]:
@@ -170,6 +179,7 @@ def read_pages(
     count: int,
     cluster: bool = False,
     budget: PassBudget | None = None,
+    recall: Recall | None = None,
 ) -> Iterator[Page]:
     """Yield the locks on `client` matching `pattern`, a page at a time.
 
@@ -178,10 +188,11 @@ def read_pages(
     later round trip and come in a page of their own. `cluster`: `client` is one node of a
     Redis Cluster; when it is not, one EXISTS across two hash slots makes sure it is not a
     Cluster node either, which would answer only for its own share of the keys. `budget`:
-    the pass's limits.
+    the pass's limits. `recall`: what is known of the locks from the last pass, whose
+    values need not be read again while their TTLs end when they did.
     """
     with held_connection(client, budget) as connection:
-        yield from _read_pages(connection, pattern, count, not cluster, budget)
+        yield from _read_pages(connection, pattern, count, not cluster, budget, recall)
 
 
 @contextlib.contextmanager
@@ -233,43 +244,62 @@ def _info(connection: Any) -> dict[str, Any] | None:
 
 
 def _read_pages(
-    connection: Any, pattern: str, count: int, probe: bool, budget: PassBudget | None
+    connection: Any,
+    pattern: str,
+    count: int,
+    probe: bool,
+    budget: PassBudget | None,
+    recall: Recall | None,
 ) -> Iterator[Page]:
-    """The page reader. Each round trip asks for the next page and reads the keys of the
-    page before, so reading the locks adds no round trip to the SCAN itself. Two round
-    trips are in flight: the next is sent as soon as this one's SCAN reply is in, so Redis
-    never waits for the client; and the pages are handed over while Redis works, so
-    classifying them costs no wall time either. The first round trip also reads Redis'
-    clock, the reference for ages. The pass's deadline is checked before each round trip.
+    """The page reader. Redis never waits for it: each SCAN is sent as soon as the cursor
+    it needs is in, before the reads of the page just read are worked out and sent; and
+    the pages are handed over while Redis works on those, so classifying them costs no wall
+    time either. Reading the locks adds no round trip to the SCAN itself, plus one at the
+    end. The first SCAN comes with Redis' clock, the reference for ages; the reads of each
+    page come with the clock that dates their TTLs. The pass's deadline is checked before
+    each write.
     """
 
-    def scan(cursor: int | None) -> tuple[Any, ...] | None:
-        return None if cursor is None else ("SCAN", cursor, "MATCH", pattern, "COUNT", count)
-
-    def send(*args: Any, **kwargs: Any) -> _RoundTrip:
+    def send_scan(cursor: int, clock: bool = False) -> None:
         if budget:
             budget.check()
-        return _RoundTrip(connection, *args, **kwargs)
+        commands: list[tuple[Any, ...]] = [("TIME",)] if clock else []
+        commands.append(("SCAN", cursor, "MATCH", pattern, "COUNT", count))
+        connection.send_packed_command(connection.pack_commands(commands))
 
-    trip: _RoundTrip | None = send(scan(0), [], [], clock=True)
-    untyped: list[tuple[bytes, int]] = []  # non-string locks waiting for their TYPE
-    now = 0.0
-    while trip is not None:
-        clock, cursor, keys = trip.read_head()
-        now = now if clock is None else clock
-        if budget and trip.scan:
+    def scanned() -> tuple[int, list[bytes]]:
+        """The reply of the SCAN sent: the next cursor (0 after the last page), the page."""
+        cursor, keys = _receive(connection, 1)[0]
+        if budget:
             budget.count_page(len(keys))
+        if int(cursor):
+            send_scan(int(cursor))  # Redis works on it while the reads of `keys` are worked out
+        return int(cursor), keys
+
+    send_scan(0, clock=True)
+    now = _seconds(_receive(connection, 1)[0])
+    cursor, keys = scanned()
+    reads: _Reads | None = None  # sent, replies not read yet
+    untyped: list[tuple[bytes, int]] = []  # non-string locks waiting for their TYPE
+    changed: list[bytes] = []  # known locks whose TTL changed, waiting for their value
+    while cursor or keys or untyped or changed or reads:
         following = None
-        if cursor is not None or keys or untyped:
+        if keys or untyped or changed:
             pair = _two_slots(keys) if probe else ()
             probe = probe and not pair
-            following = send(scan(cursor), keys, untyped, probe=pair)
-        pages, untyped = trip.read_reads(now)
-        if following is None and untyped:
-            following, untyped = send(None, [], untyped), []
-        # These pages are classified while Redis works on the following round trip.
-        yield from pages
-        trip = following
+            known = recall.known(keys, now) if recall else []
+            fresh = list(compress(keys, map(not_, known))) if known else keys
+            remembered = (list(compress(keys, known)), list(compress(known, known)))
+            if budget:
+                budget.check()
+            following = _Reads(connection, [*fresh, *changed], remembered, untyped, pair)
+            untyped, changed = [], []
+        if reads is not None:
+            pages, untyped, changed = reads.read(now)
+            yield from pages  # classified while Redis works on what was sent
+        reads, keys = following, []
+        if cursor:
+            cursor, keys = scanned()
 
 
 def _two_slots(keys: Sequence[bytes]) -> tuple[bytes, ...]:
@@ -280,12 +310,36 @@ def _two_slots(keys: Sequence[bytes]) -> tuple[bytes, ...]:
     return () if other is None else (keys[0], other)
 
 
-def _typed_page(now: float, untyped: Sequence[tuple[bytes, int]], types: Sequence[bytes]) -> Page:
+def _known_page(
+    now: float, clock: float, keys: Sequence[bytes], known: Sequence[int], pttls: Sequence[int]
+) -> tuple[Page, list[bytes]]:
+    """The known locks whose TTL ends when it did, in a page without values; and the keys of
+    those whose TTL changed (renewed, or taken again), to read in full."""
+    same = unchanged(known, pttls, clock)
+    changed = [key for key, pttl, kept in zip(keys, pttls, same, strict=True) if not kept]
+    if _GONE in pttls:  # released since the last pass: neither held nor changed
+        changed = [
+            key
+            for key, pttl, kept in zip(keys, pttls, same, strict=True)
+            if not kept and pttl != _GONE
+        ]
+    held_keys, held_pttls = list(compress(keys, same)), list(compress(pttls, same))
+    released = len(keys) - len(held_keys) - len(changed)
+    page = Page(
+        now, clock, held_keys, None, held_pttls, None, released, list(compress(known, same))
+    )
+    return page, changed
+
+
+def _typed_page(
+    now: float, clock: float, untyped: Sequence[tuple[bytes, int]], types: Sequence[bytes]
+) -> Page:
     kinds = [kind.decode() for kind in types]
     held = [(key, pttl, kind) for (key, pttl), kind in zip(untyped, kinds, strict=True)]
     held = [lock for lock in held if lock[2] != "none"]
     return Page(
         now,
+        clock,
         [key for key, _, _ in held],
         [None] * len(held),
         [pttl for _, pttl, _ in held],

@@ -72,26 +72,37 @@ def test_an_error_reply_fails_the_pass_and_the_connection_is_not_reused(tmp_path
         assert client.scan(0, match=PATTERN, count=100) == (0, [b"lock:appointment:1"])
 
 
-def test_one_round_trip_per_scan_page(
+def test_reads_add_no_round_trip_to_the_scan(
     redis_srv: RedisServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Each page's reads go in one write, and the SCAN for the next page is always sent
+    before the replies of the reads of the page before are awaited."""
     client = redis_srv.client()
     client.mset({f"k:{i}": "x" for i in range(2000)})
     client.mset({f"lock:appointment:{i}": "token" for i in range(100)})
     client.config_resetstat()
-    sent = []
-    real = scanner._RoundTrip.__init__
+    events: list[str] = []
+    send, receive = redis.connection.AbstractConnection.send_packed_command, scanner._Reads.read
 
-    def counted(trip: Any, *args: Any, **kwargs: Any) -> None:
-        sent.append(1)
-        real(trip, *args, **kwargs)
+    def sent(connection: Any, command: Any, *args: Any, **kwargs: Any) -> None:
+        events.append("scan" if b"SCAN" in b"".join(command) else "reads")
+        send(connection, command, *args, **kwargs)
 
-    monkeypatch.setattr(scanner._RoundTrip, "__init__", counted)
+    def received(reads: Any, now: float) -> Any:
+        events.append("replies")
+        return receive(reads, now)
+
+    monkeypatch.setattr(redis.connection.AbstractConnection, "send_packed_command", sent)
+    monkeypatch.setattr(scanner._Reads, "read", received)
     assert len(read(read_pages(client, PATTERN, 100))) == 100
+    order = events[:]  # before INFO's
     stats = client.info("commandstats")
     scans = int(stats["cmdstat_scan"]["calls"])
-    assert scans > 10  # many pages ...
-    assert len(sent) == scans + 1  # ... and one round trip each, plus the last reads
+    assert scans > 10 and order.count("scan") == scans  # many pages ...
+    assert order.count("reads") == order.count("replies") <= scans  # ... read in one write each
+    for index, event in enumerate(order):
+        if event == "replies" and "scan" in order[index:]:  # all SCANs but the last sent before
+            assert order[:index].count("scan") >= order[:index].count("replies") + 2
     assert int(stats["cmdstat_getrange"]["calls"]) == int(stats["cmdstat_pttl"]["calls"]) == 100
 
 
@@ -101,17 +112,16 @@ def test_keys_released_between_scan_and_read_are_not_read(
     client = redis_srv.client()
     client.mset({f"lock:appointment:{i}": "token" for i in range(10)})
     client.hset("lock:appointment:h", "owner", 1)
-    real = scanner._RoundTrip.read_head
+    real = scanner._Reads.__init__
     calls = []
 
-    def release_after_scan(trip: Any) -> Any:
-        head = real(trip)
+    def release_after_scan(reads: Any, *args: Any, **kwargs: Any) -> None:
         if not calls:  # right after the first SCAN page: the holders release three locks
             client.delete("lock:appointment:3", "lock:appointment:7", "lock:appointment:h")
         calls.append(1)
-        return head
+        real(reads, *args, **kwargs)
 
-    monkeypatch.setattr(scanner._RoundTrip, "read_head", release_after_scan)
+    monkeypatch.setattr(scanner._Reads, "__init__", release_after_scan)
     pages = list(read_pages(client, PATTERN, 1000))
     keys = set(read(pages))
     assert len(keys) == 8

@@ -52,6 +52,7 @@ class FakeScanner:
         count: int,
         cluster: bool,
         budget: object,
+        recall: object,
     ) -> Iterator[Page]:
         if self.error is not None:
             raise self.error  # a generator: raised on the first read, as redis-py does

@@ -44,7 +44,7 @@ class FakeTarget:
 
 
 def fake_read_pages(
-    client: Node, pattern: str, count: int, cluster: bool, budget: object
+    client: Node, pattern: str, count: int, cluster: bool, budget: object, recall: object
 ) -> Iterator[Page]:
     if client.error is not None:
         raise client.error
