@@ -17,6 +17,8 @@ of two keys only.
 from __future__ import annotations
 
 import contextlib
+import select
+from collections import deque
 from collections.abc import Iterator, Sequence
 from itertools import compress, islice
 from operator import not_
@@ -191,8 +193,8 @@ def read_pages(
     the pass's limits. `recall`: what is known of the locks from the last pass, whose
     values need not be read again while their TTLs end when they did.
     """
-    with held_connection(client, budget) as connection:
-        yield from _read_pages(connection, pattern, count, not cluster, budget, recall)
+    with held_connection(client, budget) as scanning, held_connection(client, budget) as reading:
+        yield from _read_pages(scanning, reading, pattern, count, not cluster, budget, recall)
 
 
 @contextlib.contextmanager
@@ -244,62 +246,93 @@ def _info(connection: Any) -> dict[str, Any] | None:
 
 
 def _read_pages(
-    connection: Any,
+    scanning: Any,
+    reading: Any,
     pattern: str,
     count: int,
     probe: bool,
     budget: PassBudget | None,
     recall: Recall | None,
 ) -> Iterator[Page]:
-    """The page reader. Redis never waits for it: each SCAN is sent as soon as the cursor
-    it needs is in, before the reads of the page just read are worked out and sent; and
-    the pages are handed over while Redis works on those, so classifying them costs no wall
-    time either. Reading the locks adds no round trip to the SCAN itself, plus one at the
-    end. The first SCAN comes with Redis' clock, the reference for ages; the reads of each
-    page come with the clock that dates their TTLs. The pass's deadline is checked before
-    each write.
+    """The page reader. SCAN is a chain (each call needs the cursor the last one returned),
+    so it runs alone on its own connection, the next call sent the moment a reply is in,
+    while the reads of the pages it returned go on the other connection: Redis always has
+    work queued, and reading the locks adds little to the time of the SCAN itself. Pages
+    are handed over while Redis works, so classifying them costs no wall time either. The
+    first SCAN comes with Redis' clock, the reference for ages; the reads of each page come
+    with the clock that dates their TTLs. The pass's deadline is checked before each write.
     """
-
-    def send_scan(cursor: int, clock: bool = False) -> None:
-        if budget:
-            budget.check()
-        commands: list[tuple[Any, ...]] = [("TIME",)] if clock else []
-        commands.append(("SCAN", cursor, "MATCH", pattern, "COUNT", count))
-        connection.send_packed_command(connection.pack_commands(commands))
-
-    def scanned() -> tuple[int, list[bytes]]:
-        """The reply of the SCAN sent: the next cursor (0 after the last page), the page."""
-        cursor, keys = _receive(connection, 1)[0]
-        if budget:
-            budget.count_page(len(keys))
-        if int(cursor):
-            send_scan(int(cursor))  # Redis works on it while the reads of `keys` are worked out
-        return int(cursor), keys
-
-    send_scan(0, clock=True)
-    now = _seconds(_receive(connection, 1)[0])
-    cursor, keys = scanned()
-    reads: _Reads | None = None  # sent, replies not read yet
+    chain = _Chain(scanning, pattern, count, budget)
+    waiting: deque[list[bytes]] = deque()  # pages whose reads are not sent yet
+    in_flight: deque[_Reads] = deque()
     untyped: list[tuple[bytes, int]] = []  # non-string locks waiting for their TYPE
     changed: list[bytes] = []  # known locks whose TTL changed, waiting for their value
-    while cursor or keys or untyped or changed or reads:
-        following = None
-        if keys or untyped or changed:
+    while chain.active or waiting or in_flight or untyped or changed:
+        scan_next = chain.active and len(waiting) < _PAGES_AHEAD
+        if scan_next and chain.connection.can_read(0):
+            keys = chain.page()
+            if keys:
+                waiting.append(keys)
+        elif (waiting or untyped or changed) and len(in_flight) < _READS_IN_FLIGHT:
+            keys = waiting.popleft() if waiting else []
             pair = _two_slots(keys) if probe else ()
             probe = probe and not pair
-            known = recall.known(keys, now) if recall else []
+            known = recall.known(keys, chain.now) if recall else []
             fresh = list(compress(keys, map(not_, known))) if known else keys
             remembered = (list(compress(keys, known)), list(compress(known, known)))
             if budget:
                 budget.check()
-            following = _Reads(connection, [*fresh, *changed], remembered, untyped, pair)
+            in_flight.append(_Reads(reading, [*fresh, *changed], remembered, untyped, pair))
             untyped, changed = [], []
-        if reads is not None:
-            pages, untyped, changed = reads.read(now)
+        elif in_flight and (not scan_next or reading.can_read(0)):
+            pages, more_untyped, more_changed = in_flight.popleft().read(chain.now)
+            untyped += more_untyped
+            changed += more_changed
             yield from pages  # classified while Redis works on what was sent
-        reads, keys = following, []
-        if cursor:
-            cursor, keys = scanned()
+        else:
+            _wait([chain.connection, *([reading] if in_flight else [])])
+
+
+# Pages SCAN may return ahead of their reads: the reads of a first pass, which reads every
+# value, are slower than the SCAN; this bounds the keys held meanwhile.
+_PAGES_AHEAD = 4
+_READS_IN_FLIGHT = 2
+
+
+class _Chain:
+    """The SCAN of one node on a connection of its own, one call in flight at a time."""
+
+    def __init__(self, connection: Any, pattern: str, count: int, budget: PassBudget | None):
+        self.connection, self.pattern, self.count, self.budget = connection, pattern, count, budget
+        self._send(0, clock=True)
+        self.now = _seconds(_receive(connection, 1)[0])
+        self.active = True
+
+    def _send(self, cursor: int, clock: bool = False) -> None:
+        if self.budget:
+            self.budget.check()
+        commands: list[tuple[Any, ...]] = [("TIME",)] if clock else []
+        commands.append(("SCAN", cursor, "MATCH", self.pattern, "COUNT", self.count))
+        self.connection.send_packed_command(self.connection.pack_commands(commands))
+
+    def page(self) -> list[bytes]:
+        """The page SCAN returned; the next call is sent before this returns."""
+        cursor, keys = _receive(self.connection, 1)[0]
+        if self.budget:
+            self.budget.count_page(len(keys))
+        if int(cursor):
+            self._send(int(cursor))
+        else:
+            self.active = False
+        return list(keys)
+
+
+def _wait(connections: Sequence[Any]) -> None:
+    """Until one of `connections` has a reply to read, or its socket timeout (when set)."""
+    timeout = max((c.socket_timeout or 0 for c in connections), default=0) or None
+    ready, _, _ = select.select([c._sock for c in connections], [], [], timeout)
+    if not ready:
+        raise redis.TimeoutError("Timeout reading from socket")
 
 
 def _two_slots(keys: Sequence[bytes]) -> tuple[bytes, ...]:
