@@ -12,7 +12,9 @@ from lock_monitor.locks import (
     classify,
     display,
     parse_timestamp,
+    unchanged,
 )
+from lock_monitor.scanner import Page
 from tests.unit.pages import NOW, RawLock, pages_of
 
 
@@ -308,3 +310,109 @@ def test_display_is_bounded_and_never_fails() -> None:
     assert len(long) == VALUE_DISPLAY_LIMIT + 1
     assert long.endswith("…")
     assert display(None, "zset") == "<zset>"
+
+
+def known_page(tracker: LockTracker, *locks: RawLock, older_than: float = math.inf) -> Page:
+    """`locks` as the scanner hands over those the tracker let it read by their TTL alone
+    (every one of them must be such a lock)."""
+    keys = [lock.key for lock in locks]
+    recall = tracker.recall("node", lambda: older_than)
+    assert recall is not None
+    remembered = recall.known(keys, locks[0].now)
+    assert all(remembered), remembered
+    return Page(
+        locks[0].now,
+        locks[0].now,
+        keys,
+        None,
+        [lock.pttl_ms for lock in locks],
+        None,
+        0,
+        remembered,
+    )
+
+
+def test_a_known_lock_is_read_by_its_ttl_alone_while_its_ttl_ends_when_it_did() -> None:
+    tracker = LockTracker(30)
+    lock = raw(b"k", b"token", pttl=20_000)
+    read(tracker, lock)
+    tracker.finish_pass()
+    recall = tracker.recall("node", lambda: math.inf)
+    assert recall is not None
+    [entry] = recall.known([b"k"], NOW + 5)
+    assert entry
+    assert recall.known([b"other"], NOW + 5) == [0]
+    assert unchanged([entry], [15_000], NOW + 5) == [True]  # 5 s later, 5 s less to live
+    assert unchanged([entry], [15_000 - 100], NOW + 5) == [True]  # within the tolerance
+    assert unchanged([entry], [29_000], NOW + 5) == [False]  # renewed, or taken again
+    assert unchanged([entry], [-2], NOW + 5) == [False]  # gone
+    assert unchanged([entry], [-1], NOW + 5) == [False]  # its TTL removed
+
+
+@pytest.mark.parametrize(
+    ("lock", "later", "threshold", "older_than"),
+    [
+        (raw(b"k", b"token", pttl=-1), 5, 30, math.inf),  # no TTL: taken again looks the same
+        (raw(b"k", None, kind="hash"), 5, 30, math.inf),  # not a string: its TYPE is needed
+        (raw(b"k", b"token"), 5, 30, 1),  # older than the locks shown so far: shown
+        (raw(b"k", b"token"), 40, 30, math.inf),  # becomes stuck in this pass: logged
+        (raw(b"k", b"token"), 5, 30, -math.inf),  # every lock handed over in full
+    ],
+)
+def test_locks_whose_values_are_read_again(
+    lock: RawLock, later: float, threshold: float, older_than: float
+) -> None:
+    tracker = LockTracker(threshold)
+    read(tracker, lock)
+    tracker.finish_pass()
+    recall = tracker.recall("node", lambda: older_than)
+    assert recall is not None
+    assert recall.known([lock.key], NOW + later) == [0]
+
+
+def test_a_lock_stuck_all_along_is_read_by_its_ttl_alone() -> None:
+    tracker = LockTracker(30)
+    lock = raw(b"k", b"token")
+    read(tracker, lock)
+    tracker.finish_pass()
+    assert read(tracker, lock._replace(now=NOW + 40)).newly_stuck_count == 1  # read in full
+    tracker.finish_pass()
+    verdict = tracker.add_page(known_page(tracker, lock._replace(now=NOW + 50)), "node")
+    assert (verdict.active, verdict.stuck, verdict.still_stuck, verdict.newly_stuck_count) == (
+        1, 1, 1, 0,
+    )  # fmt: skip
+
+
+def test_known_pages_count_as_pages_read_in_full() -> None:
+    """Counts and start times of locks taken from memory agree with reading them again:
+    timestamps and tokens, stuck all along and not stuck."""
+    locks = [
+        *(raw(b"ts%d" % age, b"%d:w" % ((NOW - age) * 1000)) for age in (5, 35, 100)),
+        *(raw(b"tok%d" % i, b"token-%d" % i) for i in range(3)),
+    ]
+    later = [lock._replace(now=NOW + 20, pttl_ms=lock.pttl_ms - 20_000) for lock in locks]
+    results = []
+    for page_of in (lambda tracker: next(pages_of(later)), lambda t: known_page(t, *later)):
+        tracker = LockTracker(30)
+        read(tracker, *locks)
+        tracker.finish_pass()
+        held: list[tuple[bytes, float, bool, bool]] = []
+        verdict = tracker.add_page(page_of(tracker), "node", math.inf, 0, held)
+        counts = (verdict.active, verdict.stuck, verdict.still_stuck, verdict.first_seen)
+        results.append((counts, verdict.without_ttl, verdict.newly_stuck_count, held))
+        assert len(tracker.finish_pass()) == 0
+        assert tracker.remembered == 6
+    assert results[0] == results[1]
+    assert results[0][:3] == ((6, 2, 2, 3), 0, 0)
+
+
+def test_another_lock_under_a_known_key_is_a_new_lock_and_the_old_one_is_gone() -> None:
+    tracker = LockTracker(30)
+    read(tracker, raw(b"k", b"token-a"))
+    tracker.finish_pass()
+    verdict = read(tracker, raw(b"k", b"token-b", now=NOW + 50), older_than=-math.inf)
+    assert [lock.age_seconds for lock in verdict.older] == [0]  # first seen now
+    assert len(tracker.finish_pass()) == 1  # token-a: released
+    tracker.abandon_pass()
+    verdict = read(tracker, raw(b"k", b"token-b", now=NOW + 80), older_than=-math.inf)
+    assert [lock.age_seconds for lock in verdict.older] == [30]
