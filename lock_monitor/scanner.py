@@ -1,43 +1,35 @@
-"""Reading the locks of one Redis node: SCAN pages, each followed by one round trip of reads.
+"""Reading the locks of one Redis node: SCAN pages, and the reads of each page's keys.
 
-The cost of a pass is dominated by round trips (one SCAN call per page), so the reads for
-one page travel in the same round trip as the SCAN for the next page: a pass costs as many
-round trips as a bare SCAN, plus one. Each round trip is packed, sent and read on one
-connection held for the pass, without redis-py's pipeline layer, and the commands that
-repeat for every key are packed and their replies read in bulk: redis-py's per-command
-bookkeeping costs more than the wire (see docs/performance.md).
+SCAN is a chain of round trips, each call needing the cursor of the last: it runs on a
+connection of its own while the reads of the pages it returned go on another, so Redis
+always has work queued and reading the locks adds little to the SCAN itself.
 
 Values are read with GETRANGE, never whole: a lock holding 50 MB costs the same as any
 other, here and in Redis' output buffer. A lock known from the last pass whose TTL still
-ends when it did costs only a PTTL: its value is not read again (`locks.Recall`). Nothing
+ends when it did costs only a PTTL: its value is not read again (`tracker.Recall`). Nothing
 here blocks Redis: SCAN with a bounded COUNT, GETRANGE, PTTL, TYPE, TIME and one EXISTS
 of two keys only.
 """
 
 from __future__ import annotations
 
-import contextlib
 import select
 from collections import deque
 from collections.abc import Iterator, Sequence
-from itertools import compress, islice
+from itertools import compress
 from operator import not_
 from typing import Any, NamedTuple
 
 import redis
-from redis._parsers.helpers import parse_info
-from redis._parsers.hiredis import NOT_ENOUGH_DATA
 from redis.crc import key_slot
-from redis.exceptions import ResponseError
 
 from lock_monitor.deadline import PassBudget
-from lock_monitor.locks import VALUE_PREFIX, Recall, unchanged
+from lock_monitor.locks import VALUE_PREFIX
+from lock_monitor.tracker import Recall, unchanged
+from lock_monitor.wire import bulk, held_connection, per_key, plain, raise_errors, receive
 
 # A PTTL of -2 means the key went away between SCAN and the read: released, not a lock.
 _GONE = -2
-_PLAIN_REPLIES = {bytes, int, list}
-# Every command a pass sends: Redis' time in them is what pacing counts (see server_reading).
-PASS_COMMANDS = ("scan", "getrange", "pttl", "type", "exists", "time")
 
 
 class Page(NamedTuple):
@@ -53,19 +45,6 @@ class Page(NamedTuple):
     kinds: Sequence[str] | None  # the Redis types; None: all strings
     released: int  # keys of the page gone before they were read
     remembered: Sequence[int] | None = None  # when the values were not read: `Recall.known`
-
-
-def _bulk(arguments: Sequence[bytes]) -> list[bytes]:
-    """Arguments as RESP bulk strings."""
-    return [b"$%d\r\n%s\r\n" % (len(argument), argument) for argument in arguments]
-
-
-def _per_key(name: bytes, keys: list[bytes], *tail: bytes) -> bytes:
-    """`name key *tail` for each of the `keys` (bulk strings), packed at once: the same bytes
-    redis-py would write, without its per-argument Python work."""
-    head = b"*%d\r\n$%d\r\n%s\r\n" % (2 + len(tail), len(name), name)
-    rest = b"".join(_bulk(tail))
-    return head + (rest + head).join(keys) + rest if keys else b""
 
 
 class _Reads:
@@ -87,13 +66,13 @@ class _Reads:
         self.connection = connection
         self.keys, self.known, self.untyped, self.probe = keys, known, untyped, bool(probe)
         head: list[tuple[Any, ...]] = [("EXISTS", *probe)] if probe else []
-        bulk = _bulk(keys)
+        strings = bulk(keys)
         connection.send_packed_command(
             [
                 *connection.pack_commands([*head, ("TIME",)]),
-                _per_key(b"GETRANGE", bulk, b"0", b"%d" % (VALUE_PREFIX - 1)),
-                _per_key(b"PTTL", bulk),
-                _per_key(b"PTTL", _bulk(known[0])),
+                per_key(b"GETRANGE", strings, b"0", b"%d" % (VALUE_PREFIX - 1)),
+                per_key(b"PTTL", strings),
+                per_key(b"PTTL", bulk(known[0])),
                 *(
                     connection.pack_commands([("TYPE", key) for key, _ in untyped])
                     if untyped
@@ -106,16 +85,16 @@ class _Reads:
         """The pages read (strings, known locks, then the locks just typed), the keys to type
         next, and the known keys whose TTL changed, to read in full next."""
         keys, count, known = self.keys, len(self.keys), len(self.known[0])
-        replies = _receive(self.connection, self.probe + 1 + 2 * count + known + len(self.untyped))
-        _raise_errors(replies[: self.probe + 1])
+        replies = receive(self.connection, self.probe + 1 + 2 * count + known + len(self.untyped))
+        raise_errors(replies[: self.probe + 1])
         clock = _seconds(replies[self.probe])
         del replies[: self.probe + 1]
         values, pttls = replies[:count], replies[count : 2 * count]
         known_pttls, types = replies[2 * count : 2 * count + known], replies[2 * count + known :]
         for checked in (pttls, known_pttls, types):
-            _raise_errors(checked)
+            raise_errors(checked)
         untyped: list[tuple[bytes, int]] = []
-        if _GONE in pttls or not _plain(values):
+        if _GONE in pttls or not plain(values):
             held = [i for i, pttl in enumerate(pttls) if pttl != _GONE]
             untyped = [(keys[i], pttls[i]) for i in held if _not_a_string(values[i])]
             strings = [i for i in held if type(values[i]) is bytes]
@@ -134,35 +113,6 @@ def _seconds(time_reply: Sequence[bytes]) -> float:
     """Redis' TIME reply in seconds."""
     seconds, micros = time_reply
     return int(seconds) + int(micros) / 1_000_000
-
-
-def _receive(connection: Any, count: int) -> list[Any]:
-    """`count` replies, in order; error replies are returned, not raised.
-
-    The first reply of each batch is read by redis-py (socket, timeouts, errors); the ones
-    already buffered are then taken straight from its parser, a batch at a time.
-    """
-    replies: list[Any] = []
-    reader = connection._parser._reader
-    while len(replies) < count:
-        try:
-            replies.append(connection.read_response())
-        except ResponseError as error:
-            replies.append(error)
-        replies.extend(islice(iter(reader.gets, NOT_ENOUGH_DATA), count - len(replies)))
-    return replies
-
-
-def _plain(replies: Sequence[Any]) -> bool:
-    """No error among `replies` (one C-level pass; errors are rare)."""
-    return set(map(type, replies)) <= _PLAIN_REPLIES
-
-
-def _raise_errors(replies: Sequence[Any]) -> None:
-    if not _plain(replies):
-        for reply in replies:
-            if isinstance(reply, Exception):
-                raise reply
 
 
 def _not_a_string(value: Any) -> bool:
@@ -195,54 +145,6 @@ def read_pages(
     """
     with held_connection(client, budget) as scanning, held_connection(client, budget) as reading:
         yield from _read_pages(scanning, reading, pattern, count, not cluster, budget, recall)
-
-
-@contextlib.contextmanager
-def held_connection(client: redis.Redis, budget: PassBudget | None) -> Iterator[Any]:
-    """One connection of `client`'s pool for a run of round trips, hung up on at the pass's
-    deadline, and never reused after an error: replies may be left unread on it."""
-    pool = client.connection_pool
-    connection: Any = pool.get_connection()
-    try:
-        with budget.watching(connection._sock) if budget else contextlib.nullcontext():
-            yield connection
-    except BaseException:
-        connection.disconnect()
-        raise
-    finally:
-        pool.release(connection)
-
-
-class ServerReading(NamedTuple):
-    """What INFO says about a server around a pass; None where the ACL refuses INFO."""
-
-    run_id: str | None  # new each time the server starts: what was first seen before is gone
-    command_seconds: float | None  # Redis' own time so far in the commands a pass sends
-
-
-def server_reading(client: redis.Redis, budget: PassBudget | None = None) -> ServerReading:
-    """INFO server and INFO commandstats, in one round trip. The command counters are
-    server-wide: other clients' SCANs count too, so a difference of two readings errs high,
-    never low."""
-    with held_connection(client, budget) as connection:
-        if budget:
-            budget.check()
-        connection.send_packed_command(
-            connection.pack_commands([("INFO", "server"), ("INFO", "commandstats")])
-        )
-        server, stats = _info(connection), _info(connection)
-    if server is None or stats is None:
-        return ServerReading(None, None)
-    usec = sum(stats.get(f"cmdstat_{name}", {}).get("usec", 0) for name in PASS_COMMANDS)
-    return ServerReading(str(server.get("run_id")), float(usec) / 1_000_000)
-
-
-def _info(connection: Any) -> dict[str, Any] | None:
-    """One INFO reply, read in full; None when refused (NOPERM: the user lacks +info)."""
-    try:
-        return parse_info(connection.read_response())  # type: ignore[no-any-return,no-untyped-call]
-    except redis.ResponseError:
-        return None
 
 
 def _read_pages(
@@ -305,7 +207,7 @@ class _Chain:
     def __init__(self, connection: Any, pattern: str, count: int, budget: PassBudget | None):
         self.connection, self.pattern, self.count, self.budget = connection, pattern, count, budget
         self._send(0, clock=True)
-        self.now = _seconds(_receive(connection, 1)[0])
+        self.now = _seconds(receive(connection, 1)[0])
         self.active = True
 
     def _send(self, cursor: int, clock: bool = False) -> None:
@@ -317,7 +219,7 @@ class _Chain:
 
     def page(self) -> list[bytes]:
         """The page SCAN returned; the next call is sent before this returns."""
-        cursor, keys = _receive(self.connection, 1)[0]
+        cursor, keys = receive(self.connection, 1)[0]
         if self.budget:
             self.budget.count_page(len(keys))
         if int(cursor):

@@ -8,9 +8,9 @@ import redis
 
 from lock_monitor.config import RedisSettings, ScanSettings
 from lock_monitor.connection import Target, connect
-from lock_monitor.locks import DEADLINE_TOLERANCE_MS, LockTracker
 from lock_monitor.passes import CLUSTER_HINT, PassFailed, PassResult, read_pass
 from lock_monitor.stuck_log import StuckMemory
+from lock_monitor.tracker import DEADLINE_TOLERANCE_MS, LockTracker
 from tests.servers import RedisServer, mixed_locks, one_node_cluster, wait_for
 
 
