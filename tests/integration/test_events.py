@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import redis
 
-from lock_monitor.events import _batch, _next_reply, hiredis_reader
+from lock_monitor.subscriber import _batch, _next_reply, hiredis_reader
 from tests.markdown import CONFIGURATION_DOC, section
 from tests.servers import (
     NOTIFY,
