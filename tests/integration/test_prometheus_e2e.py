@@ -43,11 +43,15 @@ pytestmark = pytest.mark.timeout(90)
 
 GENERATOR = rule_generator()
 STUCK = 'stuck_locks_count{job="lock-monitor"}'
+# Prometheus scrapes and evaluates this often here (the shipped config: 30 s), and the monitor
+# passes as often: each step of a test waits for a few of these, not for seconds.
+EVERY = 0.2
+EVERY_MS = f"{EVERY * 1000:g}ms"
 ACTIVE = 'active_locks_count{job="lock-monitor"}'
 
 
 class PrometheusServer:
-    """/usr/bin/prometheus on a loopback port, scraping and evaluating every second."""
+    """/usr/bin/prometheus on a loopback port, scraping and evaluating every EVERY seconds."""
 
     def __init__(self, workdir: Path, target: str, **scrape: Any) -> None:
         """`scrape`: more of the scrape config (scheme, tls_config, basic_auth...)."""
@@ -56,7 +60,7 @@ class PrometheusServer:
         self.port = free_port()
         self.log = workdir / "prometheus.log"
         config = {
-            "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+            "global": {"scrape_interval": EVERY_MS, "evaluation_interval": EVERY_MS},
             "rule_files": [str(ALERTS)],
             "scrape_configs": [
                 {
@@ -139,7 +143,7 @@ def scraped_monitor(
     """Redis, a lock-monitor watching it and Prometheus scraping that; the scrape target too."""
     with redis_server(tmp_path / "redis", *redis_args) as server:
         monitor = MonitorProcess(
-            "--redis-url", server.url, "--interval", "0.5", "--stuck-threshold", "30", env=env
+            "--redis-url", server.url, "--interval", str(EVERY), "--stuck-threshold", "30", env=env
         ).start()
         target = f"127.0.0.1:{monitor.port}"
         prometheus = PrometheusServer(tmp_path / "prometheus", target)
@@ -169,7 +173,7 @@ def evaluated_after(
 ) -> None:
     """Wait until the `group` rules were evaluated after `moment` (no fixed sleep)."""
     wait_for(
-        lambda: prometheus.last_evaluation(group) > moment + 1,
+        lambda: prometheus.last_evaluation(group) > moment + 2 * EVERY,
         timeout=15,
         what="a rule evaluation",
     )
@@ -289,7 +293,8 @@ def test_prometheus_scrapes_over_tls_with_basic_auth(tmp_path: Path) -> None:
     config = web_config_file(tmp_path, certs, "scrape-pw")
     with redis_server(tmp_path / "redis") as server:
         add_locks(server.client(), range(3), age_seconds=60)
-        args = ("--redis-url", server.url, "--interval", "0.5", "--web-config-file", str(config))
+        args = ("--redis-url", server.url, "--interval", str(EVERY))
+        args += ("--web-config-file", str(config))
         monitor = MonitorProcess(*args, tls=ssl.create_default_context(cafile=certs.ca)).start()
         target = f"127.0.0.1:{monitor.port}"
         prometheus = PrometheusServer(
