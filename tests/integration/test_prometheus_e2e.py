@@ -56,6 +56,7 @@ class PrometheusServer:
     def __init__(self, workdir: Path, target: str, **scrape: Any) -> None:
         """`scrape`: more of the scrape config (scheme, tls_config, basic_auth...)."""
         self.binary = require_binary("prometheus")
+        self.target = target
         self.workdir = workdir
         self.port = free_port()
         self.log = workdir / "prometheus.log"
@@ -136,28 +137,47 @@ class PrometheusServer:
         return datetime.fromisoformat(stamp).timestamp()
 
 
+@pytest.fixture(scope="module")
+def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrometheusServer]:
+    """One Prometheus for the tests over plain HTTP, scraping one address where each test runs
+    a monitor of its own: Prometheus scrapes a new target only after its discovery tick (5 s),
+    but a new process at the same address at its next scrape. A test's monitor stops before
+    the next one starts, so Prometheus marks its series stale: no query sees them after."""
+    server = PrometheusServer(tmp_path_factory.mktemp("prometheus"), f"127.0.0.1:{free_port()}")
+    try:
+        yield server.start()
+    finally:
+        server.stop()
+
+
 @contextmanager
 def scraped_monitor(
-    tmp_path: Path, *redis_args: str, env: dict[str, str] | None = None
-) -> Iterator[tuple[RedisServer, PrometheusServer, str]]:
-    """Redis, a lock-monitor watching it and Prometheus scraping that; the scrape target too."""
+    prometheus: PrometheusServer,
+    tmp_path: Path,
+    *redis_args: str,
+    env: dict[str, str] | None = None,
+) -> Iterator[tuple[RedisServer, str]]:
+    """Redis and a lock-monitor watching it at Prometheus' target, once Prometheus has scraped
+    this very process; the target too."""
+    target = prometheus.target
     with redis_server(tmp_path / "redis", *redis_args) as server:
-        monitor = MonitorProcess(
-            "--redis-url", server.url, "--interval", str(EVERY), "--stuck-threshold", "30", env=env
-        ).start()
-        target = f"127.0.0.1:{monitor.port}"
-        prometheus = PrometheusServer(tmp_path / "prometheus", target)
+        args = ("--redis-url", server.url, "--interval", str(EVERY), "--stuck-threshold", "30")
+        port = int(target.rpartition(":")[2])
+        monitor = MonitorProcess(*args, env=env, port=port).start()
         try:
-            prometheus.start()
-            yield server, prometheus, target
+            started = monitor.value("process_start_time_seconds")
+            query = f'process_start_time_seconds{{instance="{target}"}}'
+            wait_for(lambda: prometheus.value(query) == started, what="a scrape of this monitor")
+            yield server, target
         finally:
-            prometheus.stop()
             monitor.stop()
 
 
 @pytest.fixture
-def stack(tmp_path: Path) -> Iterator[tuple[redis.Redis, PrometheusServer]]:
-    with scraped_monitor(tmp_path) as (server, prometheus, _):
+def stack(
+    prometheus: PrometheusServer, tmp_path: Path
+) -> Iterator[tuple[redis.Redis, PrometheusServer]]:
+    with scraped_monitor(prometheus, tmp_path) as (server, _):
         yield server.client(), prometheus
 
 
@@ -216,7 +236,9 @@ def test_stuck_locks_alert_goes_pending_and_clears(
     assert prometheus.alert_states("LockMonitorStale") == []
 
 
-def test_stale_rule_sees_a_monitor_that_never_succeeded(tmp_path: Path) -> None:
+def test_stale_rule_sees_a_monitor_that_never_succeeded(
+    prometheus: PrometheusServer, tmp_path: Path
+) -> None:
     """Wrong password from the start: no timestamp, yet LockMonitorStale's expression fires.
 
     The rule has no `for`, so evaluating its exact expression at a later `time` (the samples
@@ -224,7 +246,7 @@ def test_stale_rule_sees_a_monitor_that_never_succeeded(tmp_path: Path) -> None:
     """
     [rule] = [rule for rule in alert_rules() if rule["alert"] == "LockMonitorStale"]
     env = monitor_env(REDIS_PASSWORD="wrong")
-    with scraped_monitor(tmp_path, "--requirepass", "right", env=env) as (_, prometheus, target):
+    with scraped_monitor(prometheus, tmp_path, "--requirepass", "right", env=env) as (_, target):
         up = f'lock_monitor_redis_up{{instance="{target}"}}'
         wait_for(lambda: prometheus.value(up) == 0, timeout=20, what="lock_monitor_redis_up 0")
         assert prometheus.value('up{job="lock-monitor"}') == 1
@@ -244,10 +266,10 @@ def test_stale_rule_sees_a_monitor_that_never_succeeded(tmp_path: Path) -> None:
         assert 150 <= float(series["value"][1]) < 150 + 30  # seconds since the process started
 
 
-def test_lock_event_alerts_end_to_end(tmp_path: Path) -> None:
+def test_lock_event_alerts_end_to_end(prometheus: PrometheusServer, tmp_path: Path) -> None:
     """Evicted and expiring locks, then events lost: each alert sees the exporter's series."""
     memory = ("--maxmemory", "3mb", "--maxmemory-policy", "allkeys-lru")
-    with scraped_monitor(tmp_path, *NOTIFY, *memory) as (server, prometheus, _):
+    with scraped_monitor(prometheus, tmp_path, *NOTIFY, *memory) as (server, _):
         client = server.client()
         events_up = 'lock_monitor_events_up{job="lock-monitor"}'
         wait_for(lambda: prometheus.value(events_up) == 1, timeout=20, what="events up")
