@@ -16,6 +16,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ import yaml
 from tests.deploy.helpers import ALERTS, alert_rules, rule_generator
 from tests.servers import (
     NOTIFY,
+    Certificates,
     MonitorProcess,
     RedisServer,
     free_port,
@@ -78,6 +80,11 @@ class PrometheusServer:
         self.process: subprocess.Popen[bytes] | None = None
         workdir.mkdir(parents=True, exist_ok=True)
         self.config.write_text(yaml.safe_dump(config))
+
+    @property
+    def target_port(self) -> int:
+        """Where the exporter it scrapes must serve."""
+        return int(self.target.rpartition(":")[2])
 
     def start(self) -> PrometheusServer:
         with self.log.open("wb") as log:
@@ -150,6 +157,35 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrometheusS
         server.stop()
 
 
+@dataclass(frozen=True)
+class HttpsScrape:
+    """A Prometheus scraping over HTTPS as the scrape user, and what the exporter needs for it."""
+
+    prometheus: PrometheusServer
+    certs: Certificates
+    web_config: Path
+
+
+@pytest.fixture(scope="module", autouse=True)
+def https_prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HttpsScrape]:
+    """Started with the module, beside the plain one: by the time its test starts the exporter
+    at its target, its discovery tick (5 s) has passed."""
+    workdir = tmp_path_factory.mktemp("https")
+    certs = make_certificates(workdir / "certs")
+    web_config = web_config_file(workdir, certs, "scrape-pw")
+    server = PrometheusServer(
+        workdir / "prometheus",
+        f"127.0.0.1:{free_port()}",
+        scheme="https",
+        tls_config={"ca_file": str(certs.ca)},
+        basic_auth={"username": "prometheus", "password": "scrape-pw"},
+    )
+    try:
+        yield HttpsScrape(server.start(), certs, web_config)
+    finally:
+        server.stop()
+
+
 @contextmanager
 def scraped_monitor(
     prometheus: PrometheusServer,
@@ -162,8 +198,7 @@ def scraped_monitor(
     target = prometheus.target
     with redis_server(tmp_path / "redis", *redis_args) as server:
         args = ("--redis-url", server.url, "--interval", str(EVERY), "--stuck-threshold", "30")
-        port = int(target.rpartition(":")[2])
-        monitor = MonitorProcess(*args, env=env, port=port).start()
+        monitor = MonitorProcess(*args, env=env, port=prometheus.target_port).start()
         try:
             started = monitor.value("process_start_time_seconds")
             query = f'process_start_time_seconds{{instance="{target}"}}'
@@ -308,28 +343,20 @@ def test_lock_event_alerts_end_to_end(prometheus: PrometheusServer, tmp_path: Pa
         )
 
 
-def test_prometheus_scrapes_over_tls_with_basic_auth(tmp_path: Path) -> None:
+def test_prometheus_scrapes_over_tls_with_basic_auth(
+    https_prometheus: HttpsScrape, tmp_path: Path
+) -> None:
     """As an operator sets it up: the exporter with --web-config-file, Prometheus with
     scheme https, the CA to verify it, and the scrape user's password."""
-    certs = make_certificates(tmp_path / "certs")
-    config = web_config_file(tmp_path, certs, "scrape-pw")
+    prometheus, certs = https_prometheus.prometheus, https_prometheus.certs
     with redis_server(tmp_path / "redis") as server:
         add_locks(server.client(), range(3), age_seconds=60)
         args = ("--redis-url", server.url, "--interval", str(EVERY))
-        args += ("--web-config-file", str(config))
-        monitor = MonitorProcess(*args, tls=ssl.create_default_context(cafile=certs.ca)).start()
-        target = f"127.0.0.1:{monitor.port}"
-        prometheus = PrometheusServer(
-            tmp_path / "prometheus",
-            target,
-            scheme="https",
-            tls_config={"ca_file": str(certs.ca)},
-            basic_auth={"username": "prometheus", "password": "scrape-pw"},
-        )
+        args += ("--web-config-file", str(https_prometheus.web_config))
+        tls = ssl.create_default_context(cafile=certs.ca)
+        monitor = MonitorProcess(*args, tls=tls, port=prometheus.target_port).start()
         try:
-            prometheus.start()
             wait_for(lambda: prometheus.value(STUCK) == 3, timeout=20, what="stuck locks over TLS")
             assert prometheus.value('up{job="lock-monitor"}') == 1
         finally:
-            prometheus.stop()
             monitor.stop()
