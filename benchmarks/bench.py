@@ -34,9 +34,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from lock_monitor.config import RedisSettings, ScanSettings
 from lock_monitor.connection import Target, connect
 from lock_monitor.demo.redis_server import RedisProcess, find_redis_server, free_port
-from lock_monitor.locks import LockTracker
 from lock_monitor.passes import read_pass
 from lock_monitor.stuck_log import StuckMemory
+from lock_monitor.tracker import LockTracker
 
 ROOT = Path(__file__).resolve().parent.parent
 OTHER_KEYS = 1_000_000

@@ -4,19 +4,13 @@ Everything here is pure (no Redis), so the rules can be tested exhaustively.
 Redis keeps no creation time for keys, so a lock's age comes from its value when the
 holder wrote a timestamp there (the backend writes epoch milliseconds), and otherwise
 from the first time this process saw that key holding that value. A key released and taken
-again holds a new value: it is a new lock.
-
-A pass may see a million locks, so they are classified a page at a time, without an object
-per lock: only the few that are shown or logged are built in full (`classify`, the rule
-for one lock, which the page loop must agree with).
+again holds a new value: it is a new lock. `classify` is the rule for one lock; the
+tracker (`tracker.py`) applies it a page at a time and must agree with it.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Literal, NamedTuple, Protocol, cast
+from typing import Literal, NamedTuple
 
 # Epoch timestamps this far apart cover 2001..2286: anything outside is a token, not a time.
 _SECONDS_RANGE = (1e9, 1e10)
@@ -25,34 +19,7 @@ VALUE_DISPLAY_LIMIT = 200
 # The bytes of a value that are read: a timestamp, the part displayed, and enough to tell
 # that the value is longer. Values alike in these bytes are the same value.
 VALUE_PREFIX = 256
-# Locks are remembered by a fingerprint of key and value, never by their bytes; 60 bits
-# keep each one a small int object.
-_FINGERPRINT_MASK = (1 << 60) - 1
-# Remembered for a lock whose start is in its value: one shared object, not a float each.
-_IN_VALUE = -1.0
-# The memory of a pass is split by fingerprint into tables this many, each small: a pass
-# then grows, and drops, many small tables rather than one large one (whose growth briefly
-# needs it twice, and whose release the allocator does not always return).
-_SHARD_BITS = 6
-_SHARDS = 1 << _SHARD_BITS
-_SHARD_SHIFT = 60 - _SHARD_BITS  # the top bits: a dict places entries by the low ones
-
 AgeSource = Literal["value", "first_seen"]
-
-
-class Page(Protocol):
-    """Locks read from one node in one round trip, as parallel sequences (`scanner.Page`)."""
-
-    @property
-    def now(self) -> float: ...  # Redis TIME at the start of the pass on this node
-    @property
-    def keys(self) -> Sequence[bytes]: ...
-    @property
-    def values(self) -> Sequence[bytes | None]: ...  # None: not a string
-    @property
-    def pttls(self) -> Sequence[int]: ...  # -1: no TTL
-    @property
-    def kinds(self) -> Sequence[str] | None: ...  # None: all strings
 
 
 class Lock(NamedTuple):
@@ -112,198 +79,3 @@ def classify(
         age_source=source,
         stuck=age > stuck_threshold,
     )
-
-
-class PageVerdict(NamedTuple):
-    """What one page adds to a pass: counts, and in full only the locks asked for."""
-
-    active: int
-    stuck: int
-    still_stuck: int  # stuck in the previous pass too
-    without_ttl: int
-    first_seen: int  # aged from their first sighting: no timestamp in the value
-    older: list[Lock]  # every lock older than the age asked for
-    newly_stuck: list[tuple[int, float, Lock]]  # (fingerprint, start, lock): the first few
-    newly_stuck_count: int
-
-
-class LockTracker:
-    """Classifies the pages of successive passes and remembers when each lock started.
-
-    It remembers a fingerprint per live lock, for this pass and the last, with the time it
-    was first seen when its value holds none: that is what dates locks without a timestamp,
-    finds the locks that were stuck in the previous pass, and drops a lock SCAN returns
-    twice. `finish_pass` forgets the locks not seen, so memory follows the number of live
-    locks, not the history of all locks ever seen, nor the size of their keys or values.
-    """
-
-    def __init__(self, stuck_threshold: float, remember: bool = True) -> None:
-        """`remember=False`: one pass, with no next one to date locks for."""
-        self.stuck_threshold = stuck_threshold
-        self._remember = remember
-        # Fingerprint -> when first seen, or _IN_VALUE; in the shard its fingerprint names.
-        self._previous: list[dict[int, float]] = _shards()
-        self._current: list[dict[int, float]] | list[_Seen] = self._fresh()
-        self._previous_now: dict[str, float] = {}  # node -> Redis time of the last pass
-        self._current_now: dict[str, float] = {}
-        # Fingerprints new in this pass, to forget if it fails; None when nothing is
-        # remembered from before (a failed pass then forgets everything it saw).
-        self._first_sighted: list[int] | None = None
-        # Remembered from before a server restarted: gone, but told as gone only when a pass
-        # completes (a lock that was stuck is then logged as cleared).
-        self._lost: list[dict[int, float]] = _shards()
-        self._run_ids: dict[str, str] = {}  # node -> the run_id of its server, where INFO tells
-
-    def _fresh(self) -> list[dict[int, float]] | list[_Seen]:
-        return _shards() if self._remember else [_Seen() for _ in range(_SHARDS)]
-
-    def _starts(self, shards: list[dict[int, float]] | list[_Seen]) -> list[dict[int, float]]:
-        """The start times of a pass, if they are remembered; else none."""
-        return cast("list[dict[int, float]]", shards) if self._remember else _shards()
-
-    @property
-    def remembered(self) -> int:
-        """The locks remembered from the last completed pass."""
-        return sum(map(len, self._previous))
-
-    def add_page(
-        self,
-        page: Page,
-        node: str,
-        older_than: float = math.inf,
-        newly_stuck_wanted: int = 0,
-        held: list[tuple[bytes, float, bool, bool]] | None = None,
-    ) -> PageVerdict:
-        """Classify a page from `node`: counts for all its locks, and in full the locks older
-        than `older_than` and the first `newly_stuck_wanted` that became stuck. `held`, when
-        given, receives each lock as (key, when taken, has a TTL, dated by its value)."""
-        now, threshold = page.now, self.stuck_threshold
-        self._current_now[node] = now
-        previous_now = self._previous_now.get(node, -math.inf)
-        currents = self._current
-        forgets = [shard.pop for shard in self._previous]
-        sighted = ([] if self._first_sighted is None else self._first_sighted).append
-        values = page.values
-        stamps: Iterable[float | None] = [None] * len(values)
-        if page.kinds is None:  # strings: no value is None
-            stamps = map(parse_timestamp, cast("Sequence[bytes]", values))
-        repeated: list[int] = []
-        older: list[tuple[int, float]] = []  # (index, start)
-        newly: list[tuple[int, float, int]] = []  # (index, start, fingerprint)
-        stuck = still = newly_count = sighting_aged = 0
-        for index, (key, value, stamp) in enumerate(zip(page.keys, values, stamps, strict=True)):
-            print_ = hash((key, value)) & _FINGERPRINT_MASK
-            shard = print_ >> _SHARD_SHIFT
-            current = currents[shard]
-            if print_ in current:
-                repeated.append(index)  # SCAN returned it twice
-                continue
-            seen = forgets[shard](print_, None)  # in the last pass: first seen, or _IN_VALUE
-            if seen is None:
-                sighted(print_)
-            if stamp is None:
-                start = current[print_] = now if seen is None else seen
-                sighting_aged += 1
-            else:
-                start, current[print_] = stamp, _IN_VALUE
-            age = now - start
-            if age > threshold:
-                stuck += 1
-                if seen is not None and previous_now - start > threshold:
-                    still += 1
-                else:
-                    newly_count += 1
-                    if len(newly) < newly_stuck_wanted:
-                        newly.append((index, start, print_))
-            if age > older_than:
-                older.append((index, start))
-            if held is not None:
-                taken = start if age > 0 else now  # a timestamp ahead of Redis' clock: now
-                held.append((key, taken, page.pttls[index] >= 0, stamp is not None))
-        pttls = page.pttls
-        return PageVerdict(
-            active=len(values) - len(repeated),
-            stuck=stuck,
-            still_stuck=still,
-            without_ttl=pttls.count(-1) - [pttls[index] for index in repeated].count(-1),
-            first_seen=sighting_aged,
-            older=[self._lock(page, index, start) for index, start in older],
-            newly_stuck=[(fp, start, self._lock(page, index, start)) for index, start, fp in newly],
-            newly_stuck_count=newly_count,
-        )
-
-    def _lock(self, page: Page, index: int, start: float) -> Lock:
-        kind = "string" if page.kinds is None else page.kinds[index]
-        return classify(
-            page.keys[index],
-            page.values[index],
-            kind,
-            page.pttls[index],
-            page.now,
-            start,
-            self.stuck_threshold,
-        )
-
-    def server_started(self, node: str, run_id: str | None) -> None:
-        """Before reading `node`: when its server is not the one read last time (a restart, with
-        a new run_id), its keys were all created again, and a key holding the same value as
-        before is a new lock. The first sightings are forgotten: ages count afresh (a lock
-        whose value holds its start keeps it)."""
-        if run_id is None:
-            return
-        if self._run_ids.get(node, run_id) != run_id:
-            for previous, lost in zip(self._previous, self._lost, strict=True):
-                for print_ in [print_ for print_, start in previous.items() if start != _IN_VALUE]:
-                    lost[print_] = previous.pop(print_)
-        self._run_ids[node] = run_id
-
-    def finish_pass(self) -> Vanished:
-        """Forget the locks not seen in the pass just completed, and say which they were."""
-        for previous, lost in zip(self._previous, self._lost, strict=True):
-            previous.update(lost)
-        self._lost = _shards()
-        vanished = Vanished(self._previous, self._previous_now)
-        current, self._current = self._current, self._fresh()
-        self._previous = self._starts(current)
-        self._previous_now, self._current_now = self._current_now, {}
-        self._first_sighted = [] if self.remembered else None
-        return vanished
-
-    def abandon_pass(self) -> None:
-        """A failed pass saw only part of the keys: remember what the last pass left, as if
-        this one had not run (a lock on a node that failed must not look released)."""
-        current = self._starts(self._current)
-        self._current = self._fresh()
-        if self._first_sighted is not None:
-            for print_ in self._first_sighted:
-                del current[print_ >> _SHARD_SHIFT][print_]
-            for previous, moved in zip(self._previous, current, strict=True):
-                previous.update(moved)
-            self._first_sighted = []
-        self._current_now = {}
-
-
-class _Seen(set[int]):
-    """The fingerprints of a pass without their start times: all a pass with no next one
-    needs, in less memory than a dict."""
-
-    def __setitem__(self, fingerprint: int, start: float) -> None:
-        self.add(fingerprint)
-
-
-def _shards() -> list[dict[int, float]]:
-    return [{} for _ in range(_SHARDS)]
-
-
-@dataclass(frozen=True)
-class Vanished:
-    """Locks of the last pass that the pass just completed did not see: released."""
-
-    shards: Sequence[Mapping[int, float]]  # their fingerprints, sharded as the tracker's
-    now: Mapping[str, float]  # node -> Redis time of the pass they were last seen in
-
-    def __contains__(self, fingerprint: int) -> bool:
-        return fingerprint in self.shards[fingerprint >> _SHARD_SHIFT]
-
-    def __len__(self) -> int:
-        return sum(map(len, self.shards))

@@ -19,10 +19,12 @@ from lock_monitor.config import RedisSettings, ScanSettings
 from lock_monitor.connection import Target, describe_tls_error
 from lock_monitor.deadline import PassBudget
 from lock_monitor.liveset import PassLock
-from lock_monitor.locks import Lock, LockTracker
-from lock_monitor.scanner import read_pages, server_reading
+from lock_monitor.locks import Lock
+from lock_monitor.scanner import read_pages
 from lock_monitor.snapshot import OLDEST_SHOWN, Snapshot, SnapshotBuilder
 from lock_monitor.stuck_log import STUCK_LOG_LIMIT, StuckLocks, StuckMemory
+from lock_monitor.tracker import LockTracker
+from lock_monitor.wire import server_reading
 
 NodeStatus = tuple[tuple[str, bool], ...]  # (node, read in this pass), in the order tried
 
@@ -95,16 +97,22 @@ def read_pass(
     failures: dict[str, str] = {}
     nodes: list[tuple[str, bool]] = []
     redis_seconds: list[float | None] = []
+
+    def older_than() -> float:
+        """The age past which a lock is handed over in full."""
+        return -math.inf if each else builder.older_than()
+
     try:
         for name, client in target.nodes():
             try:
                 budget.check()
                 before = server_reading(client, budget)
                 tracker.server_started(name, before.run_id)
-                for page in read_pages(client, scan.pattern, scan.count, cluster, budget):
-                    older_than = -math.inf if each else builder.older_than()
+                recall = tracker.recall(name, older_than)
+                pages = read_pages(client, scan.pattern, scan.count, cluster, budget, recall)
+                for page in pages:
                     wanted = STUCK_LOG_LIMIT - len(stuck.new)
-                    verdict = tracker.add_page(page, name, older_than, wanted, held)
+                    verdict = tracker.add_page(page, name, older_than(), wanted, held)
                     if each:
                         each(verdict.older)
                     builder.add(verdict)

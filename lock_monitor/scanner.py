@@ -1,157 +1,118 @@
-"""Reading the locks of one Redis node: SCAN pages, each followed by one round trip of reads.
+"""Reading the locks of one Redis node: SCAN pages, and the reads of each page's keys.
 
-The cost of a pass is dominated by round trips (one SCAN call per page), so the reads for
-one page travel in the same round trip as the SCAN for the next page: a pass costs as many
-round trips as a bare SCAN, plus one. Each round trip is packed, sent and read on one
-connection held for the pass, without redis-py's pipeline layer, and the commands that
-repeat for every key are packed and their replies read in bulk: redis-py's per-command
-bookkeeping costs more than the wire (see docs/performance.md).
+SCAN is a chain of round trips, each call needing the cursor of the last: it runs on a
+connection of its own while the reads of the pages it returned go on another, so Redis
+always has work queued and reading the locks adds little to the SCAN itself.
 
 Values are read with GETRANGE, never whole: a lock holding 50 MB costs the same as any
-other, here and in Redis' output buffer. Nothing here blocks Redis: SCAN with a bounded
-COUNT, GETRANGE, PTTL, TYPE and one EXISTS of two keys only.
+other, here and in Redis' output buffer. A lock known from the last pass whose TTL still
+ends when it did costs only a PTTL: its value is not read again (`tracker.Recall`). Nothing
+here blocks Redis: SCAN with a bounded COUNT, GETRANGE, PTTL, TYPE, TIME and one EXISTS
+of two keys only.
 """
 
 from __future__ import annotations
 
-import contextlib
+import select
+from collections import deque
 from collections.abc import Iterator, Sequence
-from itertools import islice
+from itertools import compress
+from operator import not_
 from typing import Any, NamedTuple
 
 import redis
-from redis._parsers.helpers import parse_info
-from redis._parsers.hiredis import NOT_ENOUGH_DATA
 from redis.crc import key_slot
-from redis.exceptions import ResponseError
 
 from lock_monitor.deadline import PassBudget
 from lock_monitor.locks import VALUE_PREFIX
+from lock_monitor.tracker import Recall, unchanged
+from lock_monitor.wire import bulk, held_connection, per_key, plain, raise_errors, receive
 
 # A PTTL of -2 means the key went away between SCAN and the read: released, not a lock.
 _GONE = -2
-_PLAIN_REPLIES = {bytes, int, list}
-# Every command a pass sends: Redis' time in them is what pacing counts (see server_reading).
-PASS_COMMANDS = ("scan", "getrange", "pttl", "type", "exists", "time")
 
 
 class Page(NamedTuple):
     """Locks of one node read in one round trip, as parallel lists (no object per lock)."""
 
     now: float  # Redis TIME at the start of the pass on this node
+    clock: float  # Redis TIME in the round trip that read the TTLs
     keys: Sequence[bytes]
-    values: Sequence[bytes | None]  # the first VALUE_PREFIX bytes; None when not a string
+    # The first VALUE_PREFIX bytes; None when not a string. None for the whole page: locks
+    # known and unchanged, whose values were not read.
+    values: Sequence[bytes | None] | None
     pttls: Sequence[int]  # -1: no TTL
     kinds: Sequence[str] | None  # the Redis types; None: all strings
     released: int  # keys of the page gone before they were read
+    remembered: Sequence[int] | None = None  # when the values were not read: `Recall.known`
 
 
-def _bulk(arguments: Sequence[bytes]) -> list[bytes]:
-    """Arguments as RESP bulk strings."""
-    return [b"$%d\r\n%s\r\n" % (len(argument), argument) for argument in arguments]
-
-
-def _per_key(name: bytes, keys: list[bytes], *tail: bytes) -> bytes:
-    """`name key *tail` for each of the `keys` (bulk strings), packed at once: the same bytes
-    redis-py would write, without its per-argument Python work."""
-    head = b"*%d\r\n$%d\r\n%s\r\n" % (2 + len(tail), len(name), name)
-    rest = b"".join(_bulk(tail))
-    return head + (rest + head).join(keys) + rest if keys else b""
-
-
-class _RoundTrip:
-    """One round trip: a SCAN page (with Redis' clock on the first), and the reads of the
-    page before; sent in one write on the pass's connection.
-
-    Its replies are read in two steps: the SCAN reply first, so that the next round trip
-    can be sent while Redis still works on these reads, and then the reads.
-    """
+class _Reads:
+    """The reads of one page, sent in one write on the pass's connection: Redis' clock, then
+    GETRANGE and PTTL for the keys read in full, PTTL alone for the known ones, and TYPE for
+    the locks GETRANGE refused."""
 
     def __init__(
         self,
         connection: Any,
-        scan: tuple[Any, ...] | None,
         keys: Sequence[bytes],
+        known: tuple[Sequence[bytes], Sequence[int]],
         untyped: Sequence[tuple[bytes, int]],
-        clock: bool = False,
         probe: Sequence[bytes] = (),
     ) -> None:
+        """`keys` are read in full; `known`, keys with what is remembered of their locks,
+        only by their TTL; `untyped`, (key, PTTL), by their TYPE. `probe`: two keys for one
+        EXISTS, which a Cluster node refuses."""
         self.connection = connection
-        self.keys, self.untyped = keys, untyped
+        self.keys, self.known, self.untyped, self.probe = keys, known, untyped, bool(probe)
         head: list[tuple[Any, ...]] = [("EXISTS", *probe)] if probe else []
-        head += [("TIME",)] if clock else []
-        head += [scan] if scan else []
-        self.probe, self.clock, self.scan = bool(probe), clock, scan is not None
-        self.head = len(head)
-        bulk = _bulk(keys)
-        self.packed = [
-            *(connection.pack_commands(head) if head else []),
-            _per_key(b"GETRANGE", bulk, b"0", b"%d" % (VALUE_PREFIX - 1)),
-            _per_key(b"PTTL", bulk),
-            *(connection.pack_commands([("TYPE", key) for key, _ in untyped]) if untyped else []),
-        ]
-        self.connection.send_packed_command(self.packed)
+        strings = bulk(keys)
+        connection.send_packed_command(
+            [
+                *connection.pack_commands([*head, ("TIME",)]),
+                per_key(b"GETRANGE", strings, b"0", b"%d" % (VALUE_PREFIX - 1)),
+                per_key(b"PTTL", strings),
+                per_key(b"PTTL", bulk(known[0])),
+                *(
+                    connection.pack_commands([("TYPE", key) for key, _ in untyped])
+                    if untyped
+                    else []
+                ),
+            ]
+        )
 
-    def read_head(self) -> tuple[float | None, int | None, list[bytes]]:
-        """(Redis' clock, if asked, the next cursor, None after the last page, the page)."""
-        replies = _receive(self.connection, self.head)
-        _raise_errors(replies)
-        del replies[: self.probe]  # EXISTS answered: not a Cluster node
-        now = None
-        if self.clock:
-            seconds, micros = replies.pop(0)
-            now = int(seconds) + int(micros) / 1_000_000
-        if not self.scan:
-            return now, None, []
-        cursor, keys = replies[0]
-        return now, int(cursor) or None, keys
-
-    def read_reads(self, now: float) -> tuple[list[Page], list[tuple[bytes, int]]]:
-        """The pages read (strings, then the locks just typed), and the keys to type next."""
-        keys, count = self.keys, len(self.keys)
-        replies = _receive(self.connection, 2 * count + len(self.untyped))
-        values, pttls, types = replies[:count], replies[count : 2 * count], replies[2 * count :]
-        _raise_errors(pttls)
-        _raise_errors(types)
+    def read(self, now: float) -> tuple[list[Page], list[tuple[bytes, int]], list[bytes]]:
+        """The pages read (strings, known locks, then the locks just typed), the keys to type
+        next, and the known keys whose TTL changed, to read in full next."""
+        keys, count, known = self.keys, len(self.keys), len(self.known[0])
+        replies = receive(self.connection, self.probe + 1 + 2 * count + known + len(self.untyped))
+        raise_errors(replies[: self.probe + 1])
+        clock = _seconds(replies[self.probe])
+        del replies[: self.probe + 1]
+        values, pttls = replies[:count], replies[count : 2 * count]
+        known_pttls, types = replies[2 * count : 2 * count + known], replies[2 * count + known :]
+        for checked in (pttls, known_pttls, types):
+            raise_errors(checked)
         untyped: list[tuple[bytes, int]] = []
-        if _GONE in pttls or not _plain(values):
+        if _GONE in pttls or not plain(values):
             held = [i for i, pttl in enumerate(pttls) if pttl != _GONE]
             untyped = [(keys[i], pttls[i]) for i in held if _not_a_string(values[i])]
             strings = [i for i in held if type(values[i]) is bytes]
             keys, values, pttls = ([column[i] for i in strings] for column in (keys, values, pttls))
-        pages = [Page(now, keys, values, pttls, None, count - len(keys) - len(untyped))]
+        pages = [Page(now, clock, keys, values, pttls, None, count - len(keys) - len(untyped))]
+        changed: list[bytes] = []
+        if known:
+            page, changed = _known_page(now, clock, *self.known, known_pttls)
+            pages.append(page)
         if self.untyped:
-            pages.append(_typed_page(now, self.untyped, types))
-        return [page for page in pages if page.keys or page.released], untyped
+            pages.append(_typed_page(now, clock, self.untyped, types))
+        return [page for page in pages if page.keys or page.released], untyped, changed
 
 
-def _receive(connection: Any, count: int) -> list[Any]:
-    """`count` replies, in order; error replies are returned, not raised.
-
-    The first reply of each batch is read by redis-py (socket, timeouts, errors); the ones
-    already buffered are then taken straight from its parser, a batch at a time.
-    """
-    replies: list[Any] = []
-    reader = connection._parser._reader
-    while len(replies) < count:
-        try:
-            replies.append(connection.read_response())
-        except ResponseError as error:
-            replies.append(error)
-        replies.extend(islice(iter(reader.gets, NOT_ENOUGH_DATA), count - len(replies)))
-    return replies
-
-
-def _plain(replies: Sequence[Any]) -> bool:
-    """No error among `replies` (one C-level pass; errors are rare)."""
-    return set(map(type, replies)) <= _PLAIN_REPLIES
-
-
-def _raise_errors(replies: Sequence[Any]) -> None:
-    if not _plain(replies):
-        for reply in replies:
-            if isinstance(reply, Exception):
-                raise reply
+def _seconds(time_reply: Sequence[bytes]) -> float:
+    """Redis' TIME reply in seconds."""
+    seconds, micros = time_reply
+    return int(seconds) + int(micros) / 1_000_000
 
 
 def _not_a_string(value: Any) -> bool:
@@ -170,6 +131,7 @@ def read_pages(
     count: int,
     cluster: bool = False,
     budget: PassBudget | None = None,
+    recall: Recall | None = None,
 ) -> Iterator[Page]:
     """Yield the locks on `client` matching `pattern`, a page at a time.
 
@@ -178,98 +140,101 @@ def read_pages(
     later round trip and come in a page of their own. `cluster`: `client` is one node of a
     Redis Cluster; when it is not, one EXISTS across two hash slots makes sure it is not a
     Cluster node either, which would answer only for its own share of the keys. `budget`:
-    the pass's limits.
+    the pass's limits. `recall`: what is known of the locks from the last pass, whose
+    values need not be read again while their TTLs end when they did.
     """
-    with held_connection(client, budget) as connection:
-        yield from _read_pages(connection, pattern, count, not cluster, budget)
-
-
-@contextlib.contextmanager
-def held_connection(client: redis.Redis, budget: PassBudget | None) -> Iterator[Any]:
-    """One connection of `client`'s pool for a run of round trips, hung up on at the pass's
-    deadline, and never reused after an error: replies may be left unread on it."""
-    pool = client.connection_pool
-    connection: Any = pool.get_connection()
-    try:
-        with budget.watching(connection._sock) if budget else contextlib.nullcontext():
-            yield connection
-    except BaseException:
-        connection.disconnect()
-        raise
-    finally:
-        pool.release(connection)
-
-
-class ServerReading(NamedTuple):
-    """What INFO says about a server around a pass; None where the ACL refuses INFO."""
-
-    run_id: str | None  # new each time the server starts: what was first seen before is gone
-    command_seconds: float | None  # Redis' own time so far in the commands a pass sends
-
-
-def server_reading(client: redis.Redis, budget: PassBudget | None = None) -> ServerReading:
-    """INFO server and INFO commandstats, in one round trip. The command counters are
-    server-wide: other clients' SCANs count too, so a difference of two readings errs high,
-    never low."""
-    with held_connection(client, budget) as connection:
-        if budget:
-            budget.check()
-        connection.send_packed_command(
-            connection.pack_commands([("INFO", "server"), ("INFO", "commandstats")])
-        )
-        server, stats = _info(connection), _info(connection)
-    if server is None or stats is None:
-        return ServerReading(None, None)
-    usec = sum(stats.get(f"cmdstat_{name}", {}).get("usec", 0) for name in PASS_COMMANDS)
-    return ServerReading(str(server.get("run_id")), float(usec) / 1_000_000)
-
-
-def _info(connection: Any) -> dict[str, Any] | None:
-    """One INFO reply, read in full; None when refused (NOPERM: the user lacks +info)."""
-    try:
-        return parse_info(connection.read_response())  # type: ignore[no-any-return,no-untyped-call]
-    except redis.ResponseError:
-        return None
+    with held_connection(client, budget) as scanning, held_connection(client, budget) as reading:
+        yield from _read_pages(scanning, reading, pattern, count, not cluster, budget, recall)
 
 
 def _read_pages(
-    connection: Any, pattern: str, count: int, probe: bool, budget: PassBudget | None
+    scanning: Any,
+    reading: Any,
+    pattern: str,
+    count: int,
+    probe: bool,
+    budget: PassBudget | None,
+    recall: Recall | None,
 ) -> Iterator[Page]:
-    """The page reader. Each round trip asks for the next page and reads the keys of the
-    page before, so reading the locks adds no round trip to the SCAN itself. Two round
-    trips are in flight: the next is sent as soon as this one's SCAN reply is in, so Redis
-    never waits for the client; and the pages are handed over while Redis works, so
-    classifying them costs no wall time either. The first round trip also reads Redis'
-    clock, the reference for ages. The pass's deadline is checked before each round trip.
+    """The page reader. SCAN is a chain (each call needs the cursor the last one returned),
+    so it runs alone on its own connection, the next call sent the moment a reply is in,
+    while the reads of the pages it returned go on the other connection: Redis always has
+    work queued, and reading the locks adds little to the time of the SCAN itself. Pages
+    are handed over while Redis works, so classifying them costs no wall time either. The
+    first SCAN comes with Redis' clock, the reference for ages; the reads of each page come
+    with the clock that dates their TTLs. The pass's deadline is checked before each write.
     """
-
-    def scan(cursor: int | None) -> tuple[Any, ...] | None:
-        return None if cursor is None else ("SCAN", cursor, "MATCH", pattern, "COUNT", count)
-
-    def send(*args: Any, **kwargs: Any) -> _RoundTrip:
-        if budget:
-            budget.check()
-        return _RoundTrip(connection, *args, **kwargs)
-
-    trip: _RoundTrip | None = send(scan(0), [], [], clock=True)
+    chain = _Chain(scanning, pattern, count, budget)
+    waiting: deque[list[bytes]] = deque()  # pages whose reads are not sent yet
+    in_flight: deque[_Reads] = deque()
     untyped: list[tuple[bytes, int]] = []  # non-string locks waiting for their TYPE
-    now = 0.0
-    while trip is not None:
-        clock, cursor, keys = trip.read_head()
-        now = now if clock is None else clock
-        if budget and trip.scan:
-            budget.count_page(len(keys))
-        following = None
-        if cursor is not None or keys or untyped:
+    changed: list[bytes] = []  # known locks whose TTL changed, waiting for their value
+    while chain.active or waiting or in_flight or untyped or changed:
+        scan_next = chain.active and len(waiting) < _PAGES_AHEAD
+        if scan_next and chain.connection.can_read(0):
+            keys = chain.page()
+            if keys:
+                waiting.append(keys)
+        elif (waiting or untyped or changed) and len(in_flight) < _READS_IN_FLIGHT:
+            keys = waiting.popleft() if waiting else []
             pair = _two_slots(keys) if probe else ()
             probe = probe and not pair
-            following = send(scan(cursor), keys, untyped, probe=pair)
-        pages, untyped = trip.read_reads(now)
-        if following is None and untyped:
-            following, untyped = send(None, [], untyped), []
-        # These pages are classified while Redis works on the following round trip.
-        yield from pages
-        trip = following
+            known = recall.known(keys, chain.now) if recall else []
+            fresh = list(compress(keys, map(not_, known))) if known else keys
+            remembered = (list(compress(keys, known)), list(compress(known, known)))
+            if budget:
+                budget.check()
+            in_flight.append(_Reads(reading, [*fresh, *changed], remembered, untyped, pair))
+            untyped, changed = [], []
+        elif in_flight and (not scan_next or reading.can_read(0)):
+            pages, more_untyped, more_changed = in_flight.popleft().read(chain.now)
+            untyped += more_untyped
+            changed += more_changed
+            yield from pages  # classified while Redis works on what was sent
+        else:
+            _wait([chain.connection, *([reading] if in_flight else [])])
+
+
+# Pages SCAN may return ahead of their reads: the reads of a first pass, which reads every
+# value, are slower than the SCAN; this bounds the keys held meanwhile.
+_PAGES_AHEAD = 4
+_READS_IN_FLIGHT = 2
+
+
+class _Chain:
+    """The SCAN of one node on a connection of its own, one call in flight at a time."""
+
+    def __init__(self, connection: Any, pattern: str, count: int, budget: PassBudget | None):
+        self.connection, self.pattern, self.count, self.budget = connection, pattern, count, budget
+        self._send(0, clock=True)
+        self.now = _seconds(receive(connection, 1)[0])
+        self.active = True
+
+    def _send(self, cursor: int, clock: bool = False) -> None:
+        if self.budget:
+            self.budget.check()
+        commands: list[tuple[Any, ...]] = [("TIME",)] if clock else []
+        commands.append(("SCAN", cursor, "MATCH", self.pattern, "COUNT", self.count))
+        self.connection.send_packed_command(self.connection.pack_commands(commands))
+
+    def page(self) -> list[bytes]:
+        """The page SCAN returned; the next call is sent before this returns."""
+        cursor, keys = receive(self.connection, 1)[0]
+        if self.budget:
+            self.budget.count_page(len(keys))
+        if int(cursor):
+            self._send(int(cursor))
+        else:
+            self.active = False
+        return list(keys)
+
+
+def _wait(connections: Sequence[Any]) -> None:
+    """Until one of `connections` has a reply to read, or its socket timeout (when set)."""
+    timeout = max((c.socket_timeout or 0 for c in connections), default=0) or None
+    ready, _, _ = select.select([c._sock for c in connections], [], [], timeout)
+    if not ready:
+        raise redis.TimeoutError("Timeout reading from socket")
 
 
 def _two_slots(keys: Sequence[bytes]) -> tuple[bytes, ...]:
@@ -280,12 +245,36 @@ def _two_slots(keys: Sequence[bytes]) -> tuple[bytes, ...]:
     return () if other is None else (keys[0], other)
 
 
-def _typed_page(now: float, untyped: Sequence[tuple[bytes, int]], types: Sequence[bytes]) -> Page:
+def _known_page(
+    now: float, clock: float, keys: Sequence[bytes], known: Sequence[int], pttls: Sequence[int]
+) -> tuple[Page, list[bytes]]:
+    """The known locks whose TTL ends when it did, in a page without values; and the keys of
+    those whose TTL changed (renewed, or taken again), to read in full."""
+    same = unchanged(known, pttls, clock)
+    changed = [key for key, pttl, kept in zip(keys, pttls, same, strict=True) if not kept]
+    if _GONE in pttls:  # released since the last pass: neither held nor changed
+        changed = [
+            key
+            for key, pttl, kept in zip(keys, pttls, same, strict=True)
+            if not kept and pttl != _GONE
+        ]
+    held_keys, held_pttls = list(compress(keys, same)), list(compress(pttls, same))
+    released = len(keys) - len(held_keys) - len(changed)
+    page = Page(
+        now, clock, held_keys, None, held_pttls, None, released, list(compress(known, same))
+    )
+    return page, changed
+
+
+def _typed_page(
+    now: float, clock: float, untyped: Sequence[tuple[bytes, int]], types: Sequence[bytes]
+) -> Page:
     kinds = [kind.decode() for kind in types]
     held = [(key, pttl, kind) for (key, pttl), kind in zip(untyped, kinds, strict=True)]
     held = [lock for lock in held if lock[2] != "none"]
     return Page(
         now,
+        clock,
         [key for key, _, _ in held],
         [None] * len(held),
         [pttl for _, pttl, _ in held],

@@ -12,7 +12,8 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from lock_monitor.locks import Lock, PageVerdict
+from lock_monitor.locks import Lock
+from lock_monitor.tracker import PageVerdict
 
 OLDEST_SHOWN = 20
 

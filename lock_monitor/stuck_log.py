@@ -12,7 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from lock_monitor.locks import Lock, PageVerdict, Vanished
+from lock_monitor.locks import Lock
+from lock_monitor.tracker import PageVerdict, Vanished
 
 STUCK_LOG_LIMIT = 20  # stuck-lock log lines per pass; the rest are summed up in one line
 NAMED_LIMIT = 1000  # stuck locks remembered by name until they clear

@@ -51,10 +51,11 @@ from lock_monitor.config import (
 )
 from lock_monitor.connection import connect
 from lock_monitor.errors import OperatorError
-from lock_monitor.locks import Lock, LockTracker
+from lock_monitor.locks import Lock
 from lock_monitor.monitor import MonitorState
 from lock_monitor.passes import PassFailed, PassResult, describe_error, read_pass
 from lock_monitor.stuck_log import StuckMemory
+from lock_monitor.tracker import LockTracker
 from lock_monitor.views import (
     UNKNOWN_AGE_WHY,
     ago,

@@ -15,9 +15,9 @@ import pytest
 from lock_monitor import config
 from lock_monitor.config import RedisSettings, ScanSettings
 from lock_monitor.connection import connect
-from lock_monitor.locks import LockTracker
 from lock_monitor.passes import PassFailed, read_pass
 from lock_monitor.stuck_log import StuckMemory
+from lock_monitor.tracker import LockTracker
 from tests.resp import Drip, Error, default_reply, encode, fake_redis
 from tests.servers import running_monitor, wait_for
 

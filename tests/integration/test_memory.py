@@ -74,7 +74,7 @@ import json, sys
 from pathlib import Path
 from lock_monitor.config import RedisSettings, ScanSettings
 from lock_monitor.connection import connect
-from lock_monitor.locks import LockTracker
+from lock_monitor.tracker import LockTracker
 from lock_monitor.passes import read_pass
 from lock_monitor.stuck_log import StuckMemory
 

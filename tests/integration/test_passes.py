@@ -8,9 +8,9 @@ import redis
 
 from lock_monitor.config import RedisSettings, ScanSettings
 from lock_monitor.connection import Target, connect
-from lock_monitor.locks import LockTracker
 from lock_monitor.passes import CLUSTER_HINT, PassFailed, PassResult, read_pass
 from lock_monitor.stuck_log import StuckMemory
+from lock_monitor.tracker import DEADLINE_TOLERANCE_MS, LockTracker
 from tests.servers import RedisServer, mixed_locks, one_node_cluster, wait_for
 
 
@@ -154,3 +154,33 @@ def test_a_cluster_node_read_in_standalone_mode_hints_at_cluster_mode(tmp_path: 
         assert reason.endswith(f"; {CLUSTER_HINT}")
         in_cluster_mode = Passes(RedisSettings(url=node.url, mode="cluster")).read()
         assert in_cluster_mode.snapshot.active == 20
+
+
+def getranges(client: redis.Redis) -> int:
+    return int(client.info("commandstats").get("cmdstat_getrange", {}).get("calls", 0))
+
+
+def test_known_locks_are_read_by_their_ttl_alone_until_it_changes(redis_srv: RedisServer) -> None:
+    """A second pass reads no value of a lock it knows and does not show; a renewal (the
+    same token) keeps the lock's first sighting, another holder's token starts a new one."""
+    client = redis_srv.client()
+    for i in range(300):
+        client.set(f"lock:appointment:{i}", f"token-{i}", px=600_000)
+    passes = passes_on(redis_srv, count=20, stuck_threshold=1000)
+    passes.read(keep_oldest=20)
+    client.config_resetstat()
+    assert passes.read(keep_oldest=20).snapshot.active == 300
+    assert getranges(client) < 100  # the first pages, until 20 locks are kept to be shown
+    read_at = redis_now(client)  # a lock taken again within DEADLINE_TOLERANCE_MS looks the same
+    wait_for(lambda: redis_now(client) > read_at + 2 * DEADLINE_TOLERANCE_MS / 1000)
+    client.pexpire("lock:appointment:1", 900_000)  # renewed by its holder
+    client.delete("lock:appointment:2")
+    client.set("lock:appointment:2", "token-new", px=600_000)  # taken again by another
+    started = redis_now(client)
+    held: list[tuple[bytes, float, bool, bool]] = []
+    result = read_pass(passes.target, passes.scan, passes.tracker, passes.stuck, held=held)
+    taken = {key: at for key, at, _, _ in held}
+    assert result.snapshot.active == len(taken) == 300
+    assert taken[b"lock:appointment:1"] == taken[b"lock:appointment:0"] < started  # first pass
+    assert taken[b"lock:appointment:2"] > started  # this one
+    assert getranges(client) < 100

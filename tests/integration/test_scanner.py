@@ -72,26 +72,34 @@ def test_an_error_reply_fails_the_pass_and_the_connection_is_not_reused(tmp_path
         assert client.scan(0, match=PATTERN, count=100) == (0, [b"lock:appointment:1"])
 
 
-def test_one_round_trip_per_scan_page(
+def test_scan_runs_on_its_own_connection_and_reads_go_a_page_per_write(
     redis_srv: RedisServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """The SCAN chain never waits behind the reads: they go on another connection, each
+    page's reads in one write."""
     client = redis_srv.client()
     client.mset({f"k:{i}": "x" for i in range(2000)})
     client.mset({f"lock:appointment:{i}": "token" for i in range(100)})
     client.config_resetstat()
-    sent = []
-    real = scanner._RoundTrip.__init__
+    sends: list[tuple[int, str]] = []
+    send = redis.connection.AbstractConnection.send_packed_command
 
-    def counted(trip: Any, *args: Any, **kwargs: Any) -> None:
-        sent.append(1)
-        real(trip, *args, **kwargs)
+    def sent(connection: Any, command: Any, *args: Any, **kwargs: Any) -> None:
+        packed = b"".join(command if isinstance(command, list) else [command])
+        if b"SCAN" in packed or b"PTTL" in packed:  # not the connections' handshakes
+            sends.append((id(connection), "scan" if b"SCAN" in packed else "reads"))
+        send(connection, command, *args, **kwargs)
 
-    monkeypatch.setattr(scanner._RoundTrip, "__init__", counted)
+    monkeypatch.setattr(redis.connection.AbstractConnection, "send_packed_command", sent)
     assert len(read(read_pages(client, PATTERN, 100))) == 100
     stats = client.info("commandstats")
     scans = int(stats["cmdstat_scan"]["calls"])
-    assert scans > 10  # many pages ...
-    assert len(sent) == scans + 1  # ... and one round trip each, plus the last reads
+    assert scans > 10
+    assert [kind for _, kind in sends].count("scan") == scans
+    assert len({connection for connection, kind in sends if kind == "scan"}) == 1
+    assert len({connection for connection, kind in sends if kind == "reads"}) == 1
+    assert len({connection for connection, _ in sends}) == 2
+    assert [kind for _, kind in sends].count("reads") <= scans  # a write per page, at most
     assert int(stats["cmdstat_getrange"]["calls"]) == int(stats["cmdstat_pttl"]["calls"]) == 100
 
 
@@ -101,17 +109,16 @@ def test_keys_released_between_scan_and_read_are_not_read(
     client = redis_srv.client()
     client.mset({f"lock:appointment:{i}": "token" for i in range(10)})
     client.hset("lock:appointment:h", "owner", 1)
-    real = scanner._RoundTrip.read_head
+    real = scanner._Reads.__init__
     calls = []
 
-    def release_after_scan(trip: Any) -> Any:
-        head = real(trip)
+    def release_after_scan(reads: Any, *args: Any, **kwargs: Any) -> None:
         if not calls:  # right after the first SCAN page: the holders release three locks
             client.delete("lock:appointment:3", "lock:appointment:7", "lock:appointment:h")
         calls.append(1)
-        return head
+        real(reads, *args, **kwargs)
 
-    monkeypatch.setattr(scanner._RoundTrip, "read_head", release_after_scan)
+    monkeypatch.setattr(scanner._Reads, "__init__", release_after_scan)
     pages = list(read_pages(client, PATTERN, 1000))
     keys = set(read(pages))
     assert len(keys) == 8

@@ -27,6 +27,7 @@ def pages_of(locks: Iterable[RawLock]) -> Iterator[Page]:
     for (now, typed), group in groups.items():
         yield Page(
             now,
+            now,
             [lock.key for lock in group],
             [lock.value for lock in group],
             [lock.pttl_ms for lock in group],

@@ -25,9 +25,10 @@ from lock_monitor.events import Events
 from lock_monitor.liveset import LiveSet
 from lock_monitor.monitor import Monitor
 from lock_monitor.passes import PassFailed, PassResult
-from lock_monitor.scanner import Page, ServerReading
+from lock_monitor.scanner import Page
 from lock_monitor.snapshot import Snapshot
 from lock_monitor.stuck_log import StuckLocks
+from lock_monitor.wire import ServerReading
 from tests.unit.pages import NOW, RawLock, pages_of
 
 SETTINGS = RedisSettings(url="redis://example:6379/0", password="s3cret-pw")
@@ -52,6 +53,7 @@ class FakeScanner:
         count: int,
         cluster: bool,
         budget: object,
+        recall: object,
     ) -> Iterator[Page]:
         if self.error is not None:
             raise self.error  # a generator: raised on the first read, as redis-py does

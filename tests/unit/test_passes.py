@@ -15,11 +15,12 @@ import pytest
 import redis
 
 from lock_monitor.config import ERROR_TEXT_LIMIT, RedisSettings, ScanSettings
-from lock_monitor.locks import LockTracker
 from lock_monitor.passes import CLUSTER_HINT, PassFailed, describe_error, read_pass
-from lock_monitor.scanner import Page, ServerReading
+from lock_monitor.scanner import Page
 from lock_monitor.snapshot import OLDEST_SHOWN
 from lock_monitor.stuck_log import StuckMemory
+from lock_monitor.tracker import LockTracker
+from lock_monitor.wire import ServerReading
 from tests.unit.pages import NOW, RawLock, pages_of
 
 SETTINGS = RedisSettings(url="redis://:s3cret-pw@seed:6379", mode="cluster")
@@ -44,7 +45,7 @@ class FakeTarget:
 
 
 def fake_read_pages(
-    client: Node, pattern: str, count: int, cluster: bool, budget: object
+    client: Node, pattern: str, count: int, cluster: bool, budget: object, recall: object
 ) -> Iterator[Page]:
     if client.error is not None:
         raise client.error

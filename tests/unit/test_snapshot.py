@@ -1,7 +1,8 @@
 import math
 
-from lock_monitor.locks import Lock, PageVerdict
+from lock_monitor.locks import Lock
 from lock_monitor.snapshot import SnapshotBuilder
+from lock_monitor.tracker import PageVerdict
 
 
 def lock(key: str, age: float, stuck: bool = False, ttl: float | None = 10.0) -> Lock:

@@ -10,7 +10,6 @@ from typing import Any
 import structlog
 from structlog.testing import capture_logs
 
-from lock_monitor.locks import LockTracker
 from lock_monitor.stuck_log import (
     NAMED_LIMIT,
     STUCK_LOG_LIMIT,
@@ -18,6 +17,7 @@ from lock_monitor.stuck_log import (
     StuckMemory,
     log_stuck_changes,
 )
+from lock_monitor.tracker import LockTracker
 from tests.unit.pages import NOW, RawLock, pages_of
 
 LOG: Any = structlog.get_logger("test")
