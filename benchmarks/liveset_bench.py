@@ -24,9 +24,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench import SCRAPES, Daemon, scrape_latency  # the sibling benchmark
 
 from lock_monitor.events import EventsStatus, EventsView
-from lock_monitor.liveset import LiveSet, PassLock
+from lock_monitor.eventstream import Stream
+from lock_monitor.liveset import LiveSet
 from lock_monitor.metrics import build_registry
 from lock_monitor.monitor import MonitorState
+from lock_monitor.reconcile import PassLock, begin_pass, reconcile
 from lock_monitor.snapshot import Snapshot
 from lock_monitor.web import App, HttpServer
 
@@ -53,7 +55,7 @@ def serve(ready: Any, load: Any, stop: Any, report: Any) -> None:
     live.set_verified(True)
     locks = pass_locks(live.redis_now())
     started = time.perf_counter()
-    live.reconcile(live.begin_pass(), locks)
+    reconcile(live, begin_pass(live), locks)
     seeded = time.perf_counter() - started
     assert live.counts().active == LOCKS
     status = EventsStatus("on", "live", None, (("bench", "up"),), ever_live=True, reconnects=0)
@@ -77,12 +79,12 @@ def serve(ready: Any, load: Any, stop: Any, report: Any) -> None:
         loaded.wait()
         while not stop.is_set():
             began = time.perf_counter()
-            live.reconcile(live.begin_pass(), locks)
+            reconcile(live, begin_pass(live), locks)
             passes.append(time.perf_counter() - began)
 
     def event_loop() -> None:
         loaded.wait()
-        stream = live.stream(PREFIX)
+        stream = Stream(live, PREFIX)
         per_tick = int(EVENTS_PER_SECOND * TICK) // 3  # set, expire, del
         cycle, due = 0, time.monotonic()
         while not stop.is_set():

@@ -1,11 +1,11 @@
 """The set of held locks, kept current by keyspace events between passes.
 
 Pure bookkeeping: no Redis and no threads of its own. Subscribers apply events (one
-`Stream` per node, in the order the node published them), scrapes read counts, and each
-pass reconciles the set with what it read, because a pass is the truth: Pub/Sub drops
-whatever is published while a subscriber is away. One lock guards it all, and nothing
-done under it walks every held lock: scrapes read counts kept as the set changes, and a
-pass reconciles and sweeps in chunks, so events and scrapes wait for a chunk at most.
+`eventstream.Stream` per node, in the order the node published them), scrapes read counts,
+and each pass reconciles the set with what it read (`reconcile`). One lock guards it all,
+and nothing done under it walks every held lock: scrapes read counts kept as the set
+changes, and a pass reconciles and sweeps in chunks, so events and scrapes wait for a chunk
+at most.
 
 Times are Redis times (epoch seconds by the Redis clock): an event's arrival is converted
 with the offset between Redis' clock and this host's monotonic clock, measured at each pass.
@@ -17,121 +17,29 @@ import hashlib
 import math
 import threading
 import time
-from bisect import bisect_left, bisect_right, insort
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
-from operator import itemgetter
-from typing import NamedTuple
+from collections.abc import Callable, Iterable
 
+from lock_monitor.byage import ByAge
+from lock_monitor.livecounts import (
+    OUTCOMES,
+    Current,
+    EventCounters,
+    Histogram,
+    LiveCounts,
+    RecentEnd,
+)
 from lock_monitor.locks import display
 
-OUTCOMES = ("released", "expired", "evicted")
-# Hold times of locks taken for 30 s: fine below a second, around the TTL, and past it.
-HOLD_BUCKETS = (
-    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-    10.0, 20.0, 30.0, 45.0, 60.0, 120.0, 300.0,
-)  # fmt: skip
 UNKNOWN = math.inf  # acquisition time not known: never stuck, never the oldest
 LIVE_LOCKS_LIMIT = 1_000_000  # past this the set stops growing and passes take over
 RECENT_ENDS = 10  # evicted and expired locks kept for the status page
-RECONCILE_CHUNK = 250  # locks reconciled (or swept) per hold of the lock and of the GIL
 KEY_KEPT = 200  # bytes of a key kept as is (as many as are shown); longer: its start and a digest
 DIGEST_BYTES = 16
-BLOCK = (
-    512  # entries per block of `ByAge`: a block is split past twice this, merged below a quarter
-)
-
-
-# A lock as a pass read it: raw key, acquisition time (Redis time), has a TTL, and whether
-# that time is the holder's own stamp (rather than when it was first seen).
-PassLock = tuple[bytes, float, bool, bool]
-# A held lock in acquisition order: (acquisition time, key), the key and the time being the
-# very objects of `LiveSet.held`, so that each is kept once.
-Entry = tuple[float, bytes]
 # A set of keys kept as a dict of None. Holding nothing the cyclic garbage collector tracks,
 # such a dict is never tracked itself, so a full collection does not walk its million keys
 # (a set is always walked, and a full collection comes every few seconds during a pass).
 Keys = dict[bytes, None]
-Shards = list[dict[int, None]]  # fingerprints (`hash`) of keys, by their low bits
-SHARDS = 64
-SHARD_MASK = SHARDS - 1
-_time_of = itemgetter(0)
-
-
-@dataclass(frozen=True)
-class LiveCounts:
-    active: int
-    stuck: int
-    without_ttl: int
-    oldest_age_seconds: float
-
-
-@dataclass(frozen=True)
-class RecentEnd:
-    key: str  # display form: bounded, never raw bytes
-    outcome: str
-    hold_seconds: float | None  # None when the acquisition time was not known
-    ended_at: float  # Redis time
-
-
-@dataclass(frozen=True)
-class HoldHistogram:
-    buckets: tuple[int, ...]  # cumulative counts per HOLD_BUCKETS bound, then +Inf
-    total: float
-
-
-@dataclass(frozen=True)
-class EventCounters:
-    """The counters since the process started, read in one go for one scrape."""
-
-    acquisitions: int
-    renewals: int
-    releases: dict[str, int]
-    received: int
-    corrections: int
-    hold: dict[str, HoldHistogram]
-    recent: tuple[RecentEnd, ...]
-
-
-@dataclass(frozen=True)
-class Current:
-    """The live set as one scrape or page reads it, when it is current."""
-
-    counts: LiveCounts
-    ended: frozenset[str]  # of the keys asked about (as shown), those the set no longer holds
-
-
-@dataclass
-class _Histogram:
-    counts: list[int] = field(default_factory=lambda: [0] * (len(HOLD_BUCKETS) + 1))
-    total: float = 0.0
-
-    def observe(self, seconds: float) -> None:
-        self.counts[bisect_left(HOLD_BUCKETS, seconds)] += 1
-        self.total += seconds
-
-    def freeze(self) -> HoldHistogram:
-        cumulative, running = [], 0
-        for count in self.counts:
-            running += count
-            cumulative.append(running)
-        return HoldHistogram(tuple(cumulative), self.total)
-
-
-@dataclass(frozen=True)
-class PassMark:
-    """What the set looked like when a pass started: the pass may only make the set
-    authoritative if no event was lost while it ran."""
-
-    epoch: int
-    subscribed: bool
-    valid: bool
-
-
-class Reconciled(NamedTuple):
-    corrections: int  # locks the pass found different from the set
-    comparable: bool  # the set was current when the pass began: differences are missed events
 
 
 def bounded(key: bytes) -> bytes:
@@ -147,94 +55,6 @@ def shown_key(shown: str) -> bytes | None:
     if "\\" in shown or shown.endswith("…"):
         return None
     return shown.encode()
-
-
-class ByAge:
-    """Entries kept in order of acquisition time: a sorted list of short sorted blocks.
-
-    Adding or removing a lock is a bisection and a short move within one block; counting the
-    locks acquired before a time is a bisection and a sum over block lengths. A heap would
-    need lazy deletion, whose garbage grows with the rate of short locks, not their number.
-    """
-
-    def __init__(self) -> None:
-        self._blocks: list[list[Entry]] = []
-        self._lasts: list[Entry] = []  # the last (newest) entry of each block
-
-    def add(self, entry: Entry) -> None:
-        blocks, lasts = self._blocks, self._lasts
-        if not blocks:
-            blocks.append([entry])
-            lasts.append(entry)
-            return
-        if entry > lasts[-1]:  # the usual: acquired now, so the newest
-            i = len(blocks) - 1
-            block = blocks[i]
-            block.append(entry)
-        else:
-            i = bisect_left(lasts, entry)
-            block = blocks[i]
-            insort(block, entry)
-        lasts[i] = block[-1]
-        if len(block) > 2 * BLOCK:
-            blocks[i : i + 1] = [block[:BLOCK], block[BLOCK:]]
-            lasts[i : i + 1] = [block[BLOCK - 1], block[-1]]
-
-    def find(self, entry: Entry) -> Entry:
-        """The entry kept that equals `entry` (which must be there)."""
-        block = self._blocks[bisect_left(self._lasts, entry)]
-        return block[bisect_left(block, entry)]
-
-    def remove(self, entry: Entry) -> Entry:
-        """Remove the entry that equals `entry` (which must be there); the one that was kept."""
-        blocks, lasts = self._blocks, self._lasts
-        i = bisect_left(lasts, entry)
-        block = blocks[i]
-        j = bisect_left(block, entry)
-        kept = block[j]
-        del block[j]
-        if not block:
-            del blocks[i], lasts[i]
-            return kept
-        lasts[i] = block[-1]
-        if len(block) < BLOCK // 4 and len(blocks) > 1:
-            i = max(i, 1)  # merge with the block before it (or after, for the first)
-            merged = blocks[i - 1] + blocks[i]
-            halves = [merged] if len(merged) <= 2 * BLOCK else [merged[:BLOCK], merged[BLOCK:]]
-            blocks[i - 1 : i + 1] = halves
-            lasts[i - 1 : i + 1] = [half[-1] for half in halves]
-        return kept
-
-    def first(self) -> Entry | None:
-        return self._blocks[0][0] if self._blocks else None
-
-    def count_before(self, at: float) -> int:
-        """How many entries have a time before `at`."""
-        i = bisect_left(self._lasts, at, key=_time_of)
-        before = sum(map(len, self._blocks[:i]))
-        if i < len(self._blocks):
-            before += bisect_left(self._blocks[i], at, key=_time_of)
-        return before
-
-    def after(self, entry: Entry | None, limit: int) -> list[Entry]:
-        """Up to `limit` entries that come after `entry` (from the first when None), in order:
-        a walk that resumes where it stopped however the blocks changed meanwhile."""
-        blocks = self._blocks
-        i = 0 if entry is None else bisect_right(self._lasts, entry)
-        start = 0 if entry is None or i == len(blocks) else bisect_right(blocks[i], entry)
-        found: list[Entry] = []
-        while i < len(blocks) and len(found) < limit:
-            found.extend(blocks[i][start : start + limit - len(found)])
-            i, start = i + 1, 0
-        return found
-
-
-def _let_others_run() -> None:
-    """Between chunks of a pass's work: hand the GIL to a thread waiting for it (a scrape, a
-    subscriber). A busy thread otherwise keeps it for the whole switch interval each time the
-    other gives it up for a socket read or write, and a scrape makes several of those.
-    `sleep(0)` naps for the timer's slack, long enough for a waiting thread to take the GIL."""
-    time.sleep(0)
 
 
 class LiveSet:
@@ -273,7 +93,7 @@ class LiveSet:
         self.releases = dict.fromkeys(OUTCOMES, 0)
         self.received = 0
         self.corrections = 0
-        self._hold = {outcome: _Histogram() for outcome in OUTCOMES}
+        self._hold = {outcome: Histogram() for outcome in OUTCOMES}
         self._recent: deque[RecentEnd] = deque(maxlen=RECENT_ENDS)
 
     # --- time ---------------------------------------------------------------------------
@@ -297,9 +117,6 @@ class LiveSet:
     def set_verified(self, verified: bool) -> None:
         with self.lock:
             self.verified = verified
-
-    def stream(self, prefix: bytes) -> Stream:
-        return Stream(self, prefix)
 
     # --- reading --------------------------------------------------------------------------
 
@@ -353,7 +170,7 @@ class LiveSet:
 
     # --- keeping `held`, `by_age` and the key sets together (with the lock held) ----------
 
-    def _place(self, key: bytes, at: float, acquired: bool) -> bytes | None:
+    def place(self, key: bytes, at: float, acquired: bool) -> bytes | None:
         """Hold `key` since `at` (`acquired`: that is its acquisition, not a first sighting);
         the key as kept, or None when the set is full."""
         known = self.held.get(key)
@@ -371,12 +188,12 @@ class LiveSet:
             self.first_seen.pop(key, None)
         return key
 
-    def _replace(self, key: bytes, known: float, at: float, acquired: bool) -> None:
-        """`_place` a held lock again, unless that changes nothing (most locks, every pass)."""
+    def replace(self, key: bytes, known: float, at: float, acquired: bool) -> None:
+        """`place` a held lock again, unless that changes nothing (most locks, every pass)."""
         if (at, acquired) != (known, key not in self.first_seen):
-            self._place(key, at, acquired)
+            self.place(key, at, acquired)
 
-    def _drop(self, key: bytes) -> tuple[float, bool, bool] | None:
+    def drop(self, key: bytes) -> tuple[float, bool, bool] | None:
         """Stop holding `key`; its acquisition time, whether that was its acquisition, and
         whether it had no TTL, if it was held."""
         at = self.held.pop(key, None)
@@ -390,7 +207,7 @@ class LiveSet:
             del self.no_ttl[key]
         return at, acquired, no_ttl
 
-    def _set_ttl(self, key: bytes, has_ttl: bool) -> None:
+    def set_ttl(self, key: bytes, has_ttl: bool) -> None:
         if has_ttl:
             self.no_ttl.pop(key, None)
         elif key not in self.no_ttl and (at := self.held.get(key)) is not None:
@@ -415,10 +232,10 @@ class LiveSet:
         if key in self.held:
             if whole:
                 self.renewals += 1
-                self._set_ttl(key, has_ttl=False)
+                self.set_ttl(key, has_ttl=False)
             return False
         self.acquisitions += 1
-        kept = self._place(key, at, acquired=True)
+        kept = self.place(key, at, acquired=True)
         if kept is not None:
             self.no_ttl[kept] = None
         return True
@@ -429,16 +246,16 @@ class LiveSet:
         if key in self.held:
             self.renewals += renewal
         else:
-            self._place(key, UNKNOWN, acquired=False)  # held before we listened: a pass tells
+            self.place(key, UNKNOWN, acquired=False)  # held before we listened: a pass tells
         self.no_ttl.pop(key, None)
 
     def persist(self, key: bytes) -> None:
         self._touch(key)
-        self._set_ttl(key, has_ttl=False)
+        self.set_ttl(key, has_ttl=False)
 
     def end(self, key: bytes, outcome: str, at: float) -> None:
         self._touch(key)
-        dropped = self._drop(key)
+        dropped = self.drop(key)
         self.releases[outcome] += 1
         hold = None
         if dropped is not None and dropped[1] and dropped[0] != UNKNOWN:
@@ -450,7 +267,7 @@ class LiveSet:
     def take(self, key: bytes) -> tuple[float, bool, bool] | None:
         """Remove a lock without counting an end (renamed away); its state, if it was held."""
         self._touch(key)
-        return self._drop(key)
+        return self.drop(key)
 
     def put(self, key: bytes, state: tuple[float, bool, bool] | None, at: float) -> None:
         """A lock renamed here: it keeps its state; from an unknown source it is new."""
@@ -459,153 +276,5 @@ class LiveSet:
             return
         self._touch(key)
         acquired_at, acquired, no_ttl = state
-        self._place(key, acquired_at, acquired)
-        self._set_ttl(key, has_ttl=not no_ttl)
-
-    # --- reconciling with a pass ------------------------------------------------------------
-
-    def begin_pass(self) -> PassMark:
-        with self.lock:
-            self.touched = {}
-            self.touched_overflow = False
-            return PassMark(self.epoch, self.subscribed, self.valid)
-
-    def abandon_pass(self) -> None:
-        with self.lock:
-            self.touched = None
-
-    def reconcile(self, mark: PassMark, locks: Sequence[PassLock]) -> Reconciled:
-        """Make the set agree with a complete pass, and count what it corrected.
-
-        `locks`: (raw key, acquisition time in Redis time, has a TTL, time from the holder's
-        own stamp). A key with an event since the pass started is left to the events. Until
-        a first pass has reconciled the set while subscribed, filling it is not a correction
-        (it only learns the locks held before it listened); nor is anything while the server
-        is not known to publish events. Chunk by chunk: events go on in between.
-        """
-        counted = self.seeded
-        # The keys read, as fingerprints (no second copy of a long key), in shards: growing one
-        # dict to a million would copy it all at once, the GIL held, every few doublings.
-        in_pass: Shards = [{} for _ in range(SHARDS)]
-        corrections = 0
-        with self.lock:
-            self.overflow = False
-        for start in range(0, len(locks), RECONCILE_CHUNK):
-            with self.lock:
-                corrections += self._reconcile_chunk(
-                    locks[start : start + RECONCILE_CHUNK], in_pass
-                )
-            _let_others_run()
-        corrections += self._sweep(in_pass)
-        with self.lock:
-            self.touched = None
-            unbroken = mark.epoch == self.epoch
-            if mark.subscribed and unbroken:
-                self.valid = self.seeded = True
-            if counted and self.verified:
-                self.corrections += corrections
-            return Reconciled(corrections, mark.valid and unbroken)
-
-    def _reconcile_chunk(self, locks: Iterable[PassLock], in_pass: Shards) -> int:
-        corrections = 0
-        touched = self.touched or {}
-        held, no_ttl = self.held, self.no_ttl
-        for raw, acquired_at, has_ttl, stamped in locks:
-            key = bounded(raw)
-            fingerprint = hash(key)
-            in_pass[fingerprint & SHARD_MASK][fingerprint] = None
-            known = held.get(key)
-            if fingerprint in touched:
-                if known == UNKNOWN:  # the events saw it, but not since when
-                    self._place(key, acquired_at, acquired=stamped)
-                continue
-            if known is None:
-                if self.touched_overflow:
-                    continue  # it may have been released during the pass: the next pass knows
-                corrections += 1
-                if self._place(key, acquired_at, acquired=stamped) is None:
-                    continue  # full: the passes' figures are shown until it fits
-            elif stamped or known == UNKNOWN:  # the holder's own stamp wins over arrivals
-                self._replace(key, known, acquired_at, acquired=stamped)
-            if has_ttl == (key in no_ttl):
-                corrections += known is not None
-                self._set_ttl(key, has_ttl)
-        return corrections
-
-    def _sweep(self, in_pass: Shards) -> int:
-        """Remove the locks the pass did not read (unless events changed them meanwhile),
-        oldest first, a chunk per hold of the lock."""
-        removed = 0
-        after: Entry | None = None
-        while True:
-            with self.lock:
-                if self.touched_overflow:  # cannot tell what moved during the pass: keep all
-                    return removed
-                chunk = self.by_age.after(after, RECONCILE_CHUNK)
-                if not chunk:
-                    return removed
-                after = chunk[-1]
-                touched = self.touched or {}
-                for _, key in chunk:
-                    fingerprint = hash(key)
-                    read = fingerprint in in_pass[fingerprint & SHARD_MASK]
-                    if not read and fingerprint not in touched:
-                        self._drop(key)
-                        removed += 1
-            _let_others_run()
-
-
-class Stream:
-    """One node's events in the order it published them.
-
-    Order matters: `SET k v PX 30000 NX` publishes `set` then `expire` (one acquisition), a
-    RENAME publishes `rename_from` then `rename_to`. Each node gets its own stream, so events
-    of two nodes never interleave here.
-    """
-
-    def __init__(self, live: LiveSet, prefix: bytes) -> None:
-        self.live = live
-        self.skip = len(prefix)
-        self.received = 0
-        self._after_set: bytes | None = None  # the key whose own EXPIRE may come next
-        self._renamed: tuple[float, bool, bool] | None = None  # a lock renamed away
-
-    def apply(self, messages: Sequence[Sequence[bytes]]) -> None:
-        """Apply a batch of raw replies (`pmessage`, pattern, channel, event); skip others."""
-        live = self.live
-        at = live.redis_now()
-        skip = self.skip
-        applied = 0
-        with live.lock:
-            for message in messages:
-                if len(message) == 4 and message[0] == b"pmessage":
-                    key = message[2][skip:]
-                    self._event(key if len(key) <= KEY_KEPT else bounded(key), message[3], at)
-                    applied += 1
-            live.received += applied
-        self.received += applied
-
-    def _event(self, key: bytes, event: bytes, at: float) -> None:
-        live = self.live
-        after_set, self._after_set = self._after_set, None
-        renamed, self._renamed = self._renamed, None
-        if event == b"set":
-            live.written(key, at, whole=True)
-            self._after_set = key
-        elif event == b"expire":
-            live.expire_set(key, renewal=key != after_set)
-        elif event in (b"del", b"unlink"):
-            live.end(key, "released", at)
-        elif event == b"expired":
-            live.end(key, "expired", at)
-        elif event == b"evicted":
-            live.end(key, "evicted", at)
-        elif event in (b"hset", b"hincrby"):
-            if live.written(key, at, whole=False):
-                self._after_set = key
-        elif event == b"persist":
-            live.persist(key)
-        elif event == b"rename_from":
-            self._renamed = live.take(key)
-        elif event == b"rename_to":
-            live.put(key, renamed, at)
+        self.place(key, acquired_at, acquired)
+        self.set_ttl(key, has_ttl=not no_ttl)

@@ -22,7 +22,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 
 from lock_monitor import __version__
 from lock_monitor.events import EventsStatus, EventsView
-from lock_monitor.liveset import HOLD_BUCKETS, OUTCOMES, EventCounters, HoldHistogram
+from lock_monitor.livecounts import HOLD_BUCKETS, OUTCOMES, EventCounters, HoldHistogram
 from lock_monitor.monitor import MonitorState
 from lock_monitor.snapshot import Snapshot
 

@@ -19,8 +19,8 @@ from lock_monitor.config import RedisSettings, ScanSettings
 from lock_monitor.connection import Target, connect
 from lock_monitor.events import Events
 from lock_monitor.history import History
-from lock_monitor.liveset import PassLock
 from lock_monitor.passes import NodeStatus, PassFailed, PassResult, describe_error, read_pass
+from lock_monitor.reconcile import PassLock
 from lock_monitor.schedule import backoff_delay, paced_delay
 from lock_monitor.snapshot import Snapshot
 from lock_monitor.stuck_log import StuckMemory, log_stuck_changes

@@ -18,8 +18,8 @@ from redis.exceptions import AskError, ClusterCrossSlotError, ClusterDownError, 
 from lock_monitor.config import RedisSettings, ScanSettings
 from lock_monitor.connection import Target, describe_tls_error
 from lock_monitor.deadline import PassBudget
-from lock_monitor.liveset import PassLock
 from lock_monitor.locks import Lock
+from lock_monitor.reconcile import PassLock
 from lock_monitor.scanner import read_pages
 from lock_monitor.snapshot import OLDEST_SHOWN, Snapshot, SnapshotBuilder
 from lock_monitor.stuck_log import STUCK_LOG_LIMIT, StuckLocks, StuckMemory

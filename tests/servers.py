@@ -203,10 +203,11 @@ class MonitorProcess:
         env: dict[str, str] | None = None,
         tls: ssl.SSLContext | None = None,
         authorization: str | None = None,
+        port: int | None = None,
     ) -> None:
         """`tls`: the client side when the monitor serves HTTPS; `authorization`: the header
-        its requests send (basic auth)."""
-        self.port = free_port()
+        its requests send (basic auth); `port`: where it serves (default: a free port)."""
+        self.port = port or free_port()
         self.args = ["run", "--listen-address", "127.0.0.1", "--port", str(self.port), *args]
         self.env = env or monitor_env()
         self.tls, self.authorization = tls, authorization

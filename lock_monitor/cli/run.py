@@ -30,7 +30,7 @@ from lock_monitor.config import (
 )
 from lock_monitor.connection import connect
 from lock_monitor.daemon import serve, stop_on_signals
-from lock_monitor.events import RECOMMENDED_SETTING, startup_problem
+from lock_monitor.subscriber import RECOMMENDED_SETTING, startup_problem
 
 MODE_EXAMPLES = """\b
 Examples, one per mode:

@@ -13,7 +13,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from lock_monitor.events import missing_classes
+from lock_monitor.subscriber import missing_classes
 from tests.deploy.helpers import (
     K8S,
     Resource,

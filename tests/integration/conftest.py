@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.servers import RedisServer, redis_server
+from tests.servers import RedisServer, one_node_cluster, redis_server
 
 HERE = Path(__file__).parent
 
@@ -22,3 +22,17 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 def redis_srv(tmp_path: Path) -> Iterator[RedisServer]:
     with redis_server(tmp_path / "redis") as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def _one_node_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """Started once: a new cluster node turns its state ok only two seconds after it started."""
+    with one_node_cluster(tmp_path_factory.mktemp("one-node-cluster")) as server:
+        yield server
+
+
+@pytest.fixture
+def cluster_node(_one_node_cluster: RedisServer) -> RedisServer:
+    """The one-node Cluster of `servers.one_node_cluster`, emptied for each test."""
+    _one_node_cluster.client().flushall()
+    return _one_node_cluster

@@ -143,7 +143,10 @@ def test_restore_keeps_the_database_it_replaces(tmp_path: Path, dest: Path) -> N
 
 @contextmanager
 def busy_writer(db: Path) -> Iterator[threading.Event]:
-    """Insert pairs of rows, one pair per transaction, as fast as SQLite allows."""
+    """Insert pairs of rows, one pair per transaction, hundreds a second. A millisecond between
+    transactions, as an application leaves between requests: with none, a rollback-journal
+    writer starves readers (its PENDING lock turns new SHARED locks away), and how long the
+    backup waited for its turn, within its busy timeout, was luck."""
     stop = threading.Event()
     errors: list[BaseException] = []
 
@@ -154,6 +157,7 @@ def busy_writer(db: Path) -> Iterator[threading.Event]:
                     with conn:
                         conn.execute("INSERT INTO appointments (slot, note) VALUES ('a', x'00')")
                         conn.execute("INSERT INTO appointments (slot, note) VALUES ('b', x'00')")
+                    stop.wait(0.001)
         except BaseException as exc:
             errors.append(exc)
 

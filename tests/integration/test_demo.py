@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from lock_monitor.liveset import OUTCOMES
+from lock_monitor.livecounts import OUTCOMES
 from tests.servers import Metrics, free_port, monitor_command, monitor_env, require_binary, wait_for
 
 STOP_WITHIN = 2.0  # seconds from SIGTERM to exit

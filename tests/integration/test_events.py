@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import redis
 
-from lock_monitor.events import _batch, _next_reply, hiredis_reader
+from lock_monitor.subscriber import _batch, _next_reply, hiredis_reader
 from tests.markdown import CONFIGURATION_DOC, section
 from tests.servers import (
     NOTIFY,
@@ -354,7 +354,7 @@ def test_the_page_and_locks_from_agree_with_metrics_while_events_are_live(
     """Passes 30 s apart: a lock that becomes stuck after the pass counts as stuck now in
     `locks --from` (exit code 3) as in /metrics, and a lock the events saw go is not listed."""
     held = {"lock:appointment:gone": "f81d4fae-7dec"}
-    with followed(tmp_path, held, "--stuck-threshold", "1.5") as (server, client, monitor):
+    with followed(tmp_path, held, "--stuck-threshold", "1") as (server, client, monitor):
         assert "lock:appointment:gone" in monitor.get("/")[1]  # listed by the pass
         client.delete("lock:appointment:gone")
         client.set("lock:appointment:slow", now_ms(client), px=60_000)

@@ -25,7 +25,6 @@ from tests.servers import (
     mixed_locks,
     monitor_command,
     monitor_env,
-    one_node_cluster,
     run_monitor,
     running_monitor,
     wait_for,
@@ -134,16 +133,18 @@ def test_unreachable_redis_is_one_line_and_exit_1() -> None:
     assert "hunter2" not in line
 
 
-def test_a_cluster_node_in_standalone_mode_says_to_use_cluster_mode(tmp_path: Path) -> None:
-    with one_node_cluster(tmp_path) as node:
-        mixed_locks(node.client(), stuck=2, fresh=8)
-        line = cli_error(run_monitor("locks", "--redis-url", node.url))
-        assert line.startswith(f"lock-monitor: error: cannot read locks from {node.url}: ")
-        assert "ClusterCrossSlotError" in line
-        assert line.endswith("this looks like a Redis Cluster node: use --redis-mode cluster")
-        fixed = run_monitor("locks", "--json", "--redis-mode", "cluster", "--redis-url", node.url)
-        assert fixed.returncode == 3, fixed.stderr  # the 2 stuck locks
-        assert json.loads(fixed.stdout)["pass"]["active"] == 10
+def test_a_cluster_node_in_standalone_mode_says_to_use_cluster_mode(
+    cluster_node: RedisServer,
+) -> None:
+    node = cluster_node
+    mixed_locks(node.client(), stuck=2, fresh=8)
+    line = cli_error(run_monitor("locks", "--redis-url", node.url))
+    assert line.startswith(f"lock-monitor: error: cannot read locks from {node.url}: ")
+    assert "ClusterCrossSlotError" in line
+    assert line.endswith("this looks like a Redis Cluster node: use --redis-mode cluster")
+    fixed = run_monitor("locks", "--json", "--redis-mode", "cluster", "--redis-url", node.url)
+    assert fixed.returncode == 3, fixed.stderr  # the 2 stuck locks
+    assert json.loads(fixed.stdout)["pass"]["active"] == 10
 
 
 ESCAPES = "\x1b]0;owned\x07\x1b[2J\r\nlock:appointment:fake  0.0s  never  no  x\x9b"

@@ -1,6 +1,5 @@
 """A pass against a real redis-server: what is counted, what is not, and what a failure says."""
 
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -11,7 +10,7 @@ from lock_monitor.connection import Target, connect
 from lock_monitor.passes import CLUSTER_HINT, PassFailed, PassResult, read_pass
 from lock_monitor.stuck_log import StuckMemory
 from lock_monitor.tracker import DEADLINE_TOLERANCE_MS, LockTracker
-from tests.servers import RedisServer, mixed_locks, one_node_cluster, wait_for
+from tests.servers import RedisServer, mixed_locks, wait_for
 
 
 class Passes:
@@ -144,16 +143,18 @@ def test_a_read_the_user_may_not_make_fails_the_pass(redis_srv: RedisServer) -> 
     assert failed.value.nodes == ((settings.target(), False),)
 
 
-def test_a_cluster_node_read_in_standalone_mode_hints_at_cluster_mode(tmp_path: Path) -> None:
-    with one_node_cluster(tmp_path) as node:
-        mixed_locks(node.client(), stuck=10, fresh=10)  # one SET each: keys in many slots
-        with pytest.raises(PassFailed) as failed:
-            passes_on(node).read()
-        [reason] = failed.value.failures.values()
-        assert reason.startswith("ClusterCrossSlotError: ")
-        assert reason.endswith(f"; {CLUSTER_HINT}")
-        in_cluster_mode = Passes(RedisSettings(url=node.url, mode="cluster")).read()
-        assert in_cluster_mode.snapshot.active == 20
+def test_a_cluster_node_read_in_standalone_mode_hints_at_cluster_mode(
+    cluster_node: RedisServer,
+) -> None:
+    node = cluster_node
+    mixed_locks(node.client(), stuck=10, fresh=10)  # one SET each: keys in many slots
+    with pytest.raises(PassFailed) as failed:
+        passes_on(node).read()
+    [reason] = failed.value.failures.values()
+    assert reason.startswith("ClusterCrossSlotError: ")
+    assert reason.endswith(f"; {CLUSTER_HINT}")
+    in_cluster_mode = Passes(RedisSettings(url=node.url, mode="cluster")).read()
+    assert in_cluster_mode.snapshot.active == 20
 
 
 def getranges(client: redis.Redis) -> int:

@@ -16,6 +16,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ import yaml
 from tests.deploy.helpers import ALERTS, alert_rules, rule_generator
 from tests.servers import (
     NOTIFY,
+    Certificates,
     MonitorProcess,
     RedisServer,
     free_port,
@@ -43,20 +45,25 @@ pytestmark = pytest.mark.timeout(90)
 
 GENERATOR = rule_generator()
 STUCK = 'stuck_locks_count{job="lock-monitor"}'
+# Prometheus scrapes and evaluates this often here (the shipped config: 30 s), and the monitor
+# passes as often: each step of a test waits for a few of these, not for seconds.
+EVERY = 0.2
+EVERY_MS = f"{EVERY * 1000:g}ms"
 ACTIVE = 'active_locks_count{job="lock-monitor"}'
 
 
 class PrometheusServer:
-    """/usr/bin/prometheus on a loopback port, scraping and evaluating every second."""
+    """/usr/bin/prometheus on a loopback port, scraping and evaluating every EVERY seconds."""
 
     def __init__(self, workdir: Path, target: str, **scrape: Any) -> None:
         """`scrape`: more of the scrape config (scheme, tls_config, basic_auth...)."""
         self.binary = require_binary("prometheus")
+        self.target = target
         self.workdir = workdir
         self.port = free_port()
         self.log = workdir / "prometheus.log"
         config = {
-            "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+            "global": {"scrape_interval": EVERY_MS, "evaluation_interval": EVERY_MS},
             "rule_files": [str(ALERTS)],
             "scrape_configs": [
                 {
@@ -73,6 +80,11 @@ class PrometheusServer:
         self.process: subprocess.Popen[bytes] | None = None
         workdir.mkdir(parents=True, exist_ok=True)
         self.config.write_text(yaml.safe_dump(config))
+
+    @property
+    def target_port(self) -> int:
+        """Where the exporter it scrapes must serve."""
+        return int(self.target.rpartition(":")[2])
 
     def start(self) -> PrometheusServer:
         with self.log.open("wb") as log:
@@ -132,28 +144,75 @@ class PrometheusServer:
         return datetime.fromisoformat(stamp).timestamp()
 
 
+@pytest.fixture(scope="module")
+def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrometheusServer]:
+    """One Prometheus for the tests over plain HTTP, scraping one address where each test runs
+    a monitor of its own: Prometheus scrapes a new target only after its discovery tick (5 s),
+    but a new process at the same address at its next scrape. A test's monitor stops before
+    the next one starts, so Prometheus marks its series stale: no query sees them after."""
+    server = PrometheusServer(tmp_path_factory.mktemp("prometheus"), f"127.0.0.1:{free_port()}")
+    try:
+        yield server.start()
+    finally:
+        server.stop()
+
+
+@dataclass(frozen=True)
+class HttpsScrape:
+    """A Prometheus scraping over HTTPS as the scrape user, and what the exporter needs for it."""
+
+    prometheus: PrometheusServer
+    certs: Certificates
+    web_config: Path
+
+
+@pytest.fixture(scope="module", autouse=True)
+def https_prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HttpsScrape]:
+    """Started with the module, beside the plain one: by the time its test starts the exporter
+    at its target, its discovery tick (5 s) has passed."""
+    workdir = tmp_path_factory.mktemp("https")
+    certs = make_certificates(workdir / "certs")
+    web_config = web_config_file(workdir, certs, "scrape-pw")
+    server = PrometheusServer(
+        workdir / "prometheus",
+        f"127.0.0.1:{free_port()}",
+        scheme="https",
+        tls_config={"ca_file": str(certs.ca)},
+        basic_auth={"username": "prometheus", "password": "scrape-pw"},
+    )
+    try:
+        yield HttpsScrape(server.start(), certs, web_config)
+    finally:
+        server.stop()
+
+
 @contextmanager
 def scraped_monitor(
-    tmp_path: Path, *redis_args: str, env: dict[str, str] | None = None
-) -> Iterator[tuple[RedisServer, PrometheusServer, str]]:
-    """Redis, a lock-monitor watching it and Prometheus scraping that; the scrape target too."""
+    prometheus: PrometheusServer,
+    tmp_path: Path,
+    *redis_args: str,
+    env: dict[str, str] | None = None,
+) -> Iterator[tuple[RedisServer, str]]:
+    """Redis and a lock-monitor watching it at Prometheus' target, once Prometheus has scraped
+    this very process; the target too."""
+    target = prometheus.target
     with redis_server(tmp_path / "redis", *redis_args) as server:
-        monitor = MonitorProcess(
-            "--redis-url", server.url, "--interval", "0.5", "--stuck-threshold", "30", env=env
-        ).start()
-        target = f"127.0.0.1:{monitor.port}"
-        prometheus = PrometheusServer(tmp_path / "prometheus", target)
+        args = ("--redis-url", server.url, "--interval", str(EVERY), "--stuck-threshold", "30")
+        monitor = MonitorProcess(*args, env=env, port=prometheus.target_port).start()
         try:
-            prometheus.start()
-            yield server, prometheus, target
+            started = monitor.value("process_start_time_seconds")
+            query = f'process_start_time_seconds{{instance="{target}"}}'
+            wait_for(lambda: prometheus.value(query) == started, what="a scrape of this monitor")
+            yield server, target
         finally:
-            prometheus.stop()
             monitor.stop()
 
 
 @pytest.fixture
-def stack(tmp_path: Path) -> Iterator[tuple[redis.Redis, PrometheusServer]]:
-    with scraped_monitor(tmp_path) as (server, prometheus, _):
+def stack(
+    prometheus: PrometheusServer, tmp_path: Path
+) -> Iterator[tuple[redis.Redis, PrometheusServer]]:
+    with scraped_monitor(prometheus, tmp_path) as (server, _):
         yield server.client(), prometheus
 
 
@@ -169,7 +228,7 @@ def evaluated_after(
 ) -> None:
     """Wait until the `group` rules were evaluated after `moment` (no fixed sleep)."""
     wait_for(
-        lambda: prometheus.last_evaluation(group) > moment + 1,
+        lambda: prometheus.last_evaluation(group) > moment + 2 * EVERY,
         timeout=15,
         what="a rule evaluation",
     )
@@ -212,7 +271,9 @@ def test_stuck_locks_alert_goes_pending_and_clears(
     assert prometheus.alert_states("LockMonitorStale") == []
 
 
-def test_stale_rule_sees_a_monitor_that_never_succeeded(tmp_path: Path) -> None:
+def test_stale_rule_sees_a_monitor_that_never_succeeded(
+    prometheus: PrometheusServer, tmp_path: Path
+) -> None:
     """Wrong password from the start: no timestamp, yet LockMonitorStale's expression fires.
 
     The rule has no `for`, so evaluating its exact expression at a later `time` (the samples
@@ -220,7 +281,7 @@ def test_stale_rule_sees_a_monitor_that_never_succeeded(tmp_path: Path) -> None:
     """
     [rule] = [rule for rule in alert_rules() if rule["alert"] == "LockMonitorStale"]
     env = monitor_env(REDIS_PASSWORD="wrong")
-    with scraped_monitor(tmp_path, "--requirepass", "right", env=env) as (_, prometheus, target):
+    with scraped_monitor(prometheus, tmp_path, "--requirepass", "right", env=env) as (_, target):
         up = f'lock_monitor_redis_up{{instance="{target}"}}'
         wait_for(lambda: prometheus.value(up) == 0, timeout=20, what="lock_monitor_redis_up 0")
         assert prometheus.value('up{job="lock-monitor"}') == 1
@@ -240,10 +301,10 @@ def test_stale_rule_sees_a_monitor_that_never_succeeded(tmp_path: Path) -> None:
         assert 150 <= float(series["value"][1]) < 150 + 30  # seconds since the process started
 
 
-def test_lock_event_alerts_end_to_end(tmp_path: Path) -> None:
+def test_lock_event_alerts_end_to_end(prometheus: PrometheusServer, tmp_path: Path) -> None:
     """Evicted and expiring locks, then events lost: each alert sees the exporter's series."""
     memory = ("--maxmemory", "3mb", "--maxmemory-policy", "allkeys-lru")
-    with scraped_monitor(tmp_path, *NOTIFY, *memory) as (server, prometheus, _):
+    with scraped_monitor(prometheus, tmp_path, *NOTIFY, *memory) as (server, _):
         client = server.client()
         events_up = 'lock_monitor_events_up{job="lock-monitor"}'
         wait_for(lambda: prometheus.value(events_up) == 1, timeout=20, what="events up")
@@ -282,27 +343,20 @@ def test_lock_event_alerts_end_to_end(tmp_path: Path) -> None:
         )
 
 
-def test_prometheus_scrapes_over_tls_with_basic_auth(tmp_path: Path) -> None:
+def test_prometheus_scrapes_over_tls_with_basic_auth(
+    https_prometheus: HttpsScrape, tmp_path: Path
+) -> None:
     """As an operator sets it up: the exporter with --web-config-file, Prometheus with
     scheme https, the CA to verify it, and the scrape user's password."""
-    certs = make_certificates(tmp_path / "certs")
-    config = web_config_file(tmp_path, certs, "scrape-pw")
+    prometheus, certs = https_prometheus.prometheus, https_prometheus.certs
     with redis_server(tmp_path / "redis") as server:
         add_locks(server.client(), range(3), age_seconds=60)
-        args = ("--redis-url", server.url, "--interval", "0.5", "--web-config-file", str(config))
-        monitor = MonitorProcess(*args, tls=ssl.create_default_context(cafile=certs.ca)).start()
-        target = f"127.0.0.1:{monitor.port}"
-        prometheus = PrometheusServer(
-            tmp_path / "prometheus",
-            target,
-            scheme="https",
-            tls_config={"ca_file": str(certs.ca)},
-            basic_auth={"username": "prometheus", "password": "scrape-pw"},
-        )
+        args = ("--redis-url", server.url, "--interval", str(EVERY))
+        args += ("--web-config-file", str(https_prometheus.web_config))
+        tls = ssl.create_default_context(cafile=certs.ca)
+        monitor = MonitorProcess(*args, tls=tls, port=prometheus.target_port).start()
         try:
-            prometheus.start()
             wait_for(lambda: prometheus.value(STUCK) == 3, timeout=20, what="stuck locks over TLS")
             assert prometheus.value('up{job="lock-monitor"}') == 1
         finally:
-            prometheus.stop()
             monitor.stop()

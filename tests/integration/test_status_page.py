@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -21,10 +20,21 @@ ROWS = """[...document.querySelectorAll("#locks tbody tr")].filter(row => !row.h
         .concat([["stuck", row.classList.contains("stuck")]])))"""
 
 
-@pytest.fixture
-def chromium(tmp_path: Path) -> Iterator[Browser]:
-    with browser(tmp_path / "chromium") as driven:
+@pytest.fixture(scope="module")
+def _chromium(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Browser]:
+    """One Chromium for the module (it takes half a second to start): each test opens its page."""
+    with browser(tmp_path_factory.mktemp("chromium")) as driven:
         yield driven
+
+
+@pytest.fixture
+def chromium(_chromium: Browser) -> Browser:
+    """The module's Chromium as a test finds a new one: a blank page, its scripts on, and no
+    problem seen yet (the last test's page is gone before they are forgotten)."""
+    _chromium.send("Emulation.setScriptExecutionDisabled", value=False)
+    _chromium.open("about:blank")
+    _chromium.problems.clear()
+    return _chromium
 
 
 @pytest.fixture

@@ -46,7 +46,9 @@ def start_tls_server(
     require_tls_build()
     tls_port = free_port()
     workdir = tmp_path_factory.mktemp("tls-redis")
-    server = RedisServer(workdir, None, *tls_arguments(certs, tls_port, mutual)).start()
+    # A backup's SYNC starts at once, not after Redis' 5 s wait for more replicas.
+    nodelay = ("--repl-diskless-sync-delay", "0")
+    server = RedisServer(workdir, None, *tls_arguments(certs, tls_port, mutual), *nodelay).start()
     set_locks(server.client(), [f"lock:appointment:{i}" for i in range(LOCKS)], age=1)
     return TlsServer(server, tls_port)
 

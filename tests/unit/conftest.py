@@ -5,6 +5,8 @@ from collections.abc import Callable
 import pytest
 
 from lock_monitor.cli import main
+from lock_monitor.liveset import LiveSet
+from tests.unit.live import REDIS_AT_START, START, Clock
 
 RunCli = Callable[..., tuple[int, str, str]]
 
@@ -31,3 +33,15 @@ def run_cli(
         return int(exit_info.value.code or 0), out, err
 
     return run
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def live(clock: Clock) -> LiveSet:
+    live = LiveSet(stuck_threshold=30, clock=clock)
+    live.measure_offset(REDIS_AT_START, START)
+    return live

@@ -3,10 +3,13 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
 from lock_monitor.events import EventsStatus, EventsView
-from lock_monitor.liveset import LiveCounts, LiveSet
+from lock_monitor.eventstream import Stream
+from lock_monitor.livecounts import LiveCounts
+from lock_monitor.liveset import LiveSet
 from lock_monitor.locks import Lock
 from lock_monitor.metrics import build_registry
 from lock_monitor.monitor import MonitorState
+from lock_monitor.reconcile import begin_pass, reconcile
 from lock_monitor.snapshot import Snapshot
 
 LOCK_GAUGES = {
@@ -106,8 +109,8 @@ def events_view(state: str, counts: LiveCounts | None, ever_live: bool = True) -
     live = LiveSet(stuck_threshold=30)
     live.subscriptions_changed(True)
     live.set_verified(True)
-    live.reconcile(live.begin_pass(), [])
-    stream = live.stream(b"__keyspace@0__:")
+    reconcile(live, begin_pass(live), [])
+    stream = Stream(live, b"__keyspace@0__:")
     for key, event in [("a", "set"), ("a", "expire"), ("a", "del"), ("b", "set"), ("b", "evicted")]:
         stream.apply([[b"pmessage", b"*", b"__keyspace@0__:lock:" + key.encode(), event.encode()]])
     status = EventsStatus("auto", state, None, (("node", "up"),), ever_live, reconnects=2)

@@ -18,7 +18,7 @@ from lock_monitor.cli.locks import EXIT_STUCK, exit_code
 from lock_monitor.config import RedisSettings, ScanSettings
 from lock_monitor.events import EventsStatus, EventsView
 from lock_monitor.history import PASS_SERIES, History
-from lock_monitor.liveset import OUTCOMES, EventCounters, HoldHistogram, LiveCounts, RecentEnd
+from lock_monitor.livecounts import OUTCOMES, EventCounters, HoldHistogram, LiveCounts, RecentEnd
 from lock_monitor.locks import Lock
 from lock_monitor.metrics import build_registry
 from lock_monitor.monitor import MonitorState

@@ -22,7 +22,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 import lock_monitor
 from lock_monitor.events import EventsStatus, EventsView
-from lock_monitor.liveset import LiveCounts, LiveSet
+from lock_monitor.livecounts import LiveCounts
+from lock_monitor.liveset import LiveSet
 from lock_monitor.locks import Lock
 from lock_monitor.metrics import build_registry
 from lock_monitor.monitor import MonitorState
