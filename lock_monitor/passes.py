@@ -12,6 +12,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from redis.exceptions import AskError, ClusterCrossSlotError, ClusterDownError, TryAgainError
 
@@ -19,12 +20,14 @@ from lock_monitor.config import RedisSettings, ScanSettings
 from lock_monitor.connection import Target, describe_tls_error
 from lock_monitor.deadline import PassBudget
 from lock_monitor.locks import Lock
-from lock_monitor.reconcile import PassLock
 from lock_monitor.scanner import read_pages
 from lock_monitor.snapshot import OLDEST_SHOWN, Snapshot, SnapshotBuilder
 from lock_monitor.stuck_log import STUCK_LOG_LIMIT, StuckLocks, StuckMemory
 from lock_monitor.tracker import LockTracker
 from lock_monitor.wire import server_reading
+
+if TYPE_CHECKING:  # `locks` does without the live set
+    from lock_monitor.reconcile import PassLock
 
 NodeStatus = tuple[tuple[str, bool], ...]  # (node, read in this pass), in the order tried
 
