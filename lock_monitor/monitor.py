@@ -19,7 +19,6 @@ from lock_monitor.config import RedisSettings, ScanSettings
 from lock_monitor.connection import Target, connect
 from lock_monitor.history import History
 from lock_monitor.passes import NodeStatus, PassFailed, PassResult, describe_error, read_pass
-from lock_monitor.reconcile import PassLock
 from lock_monitor.schedule import backoff_delay, paced_delay
 from lock_monitor.snapshot import Snapshot
 from lock_monitor.stuck_log import StuckMemory, log_stuck_changes
@@ -27,6 +26,7 @@ from lock_monitor.tracker import LockTracker
 
 if TYPE_CHECKING:  # the daemon hands its Events in: `lock-monitor locks` runs without them
     from lock_monitor.events import Events
+    from lock_monitor.reconcile import PassLock
 
 
 @dataclass(frozen=True)
