@@ -48,7 +48,7 @@ class Page(NamedTuple):
 
 
 class _Reads:
-    """The reads of one page, sent in one write on the pass's connection: Redis' clock, then
+    """The reads of one page, sent in one write on the reading connection: Redis' clock, then
     GETRANGE and PTTL for the keys read in full, PTTL alone for the known ones, and TYPE for
     the locks GETRANGE refused."""
 
@@ -251,13 +251,9 @@ def _known_page(
     """The known locks whose TTL ends when it did, in a page without values; and the keys of
     those whose TTL changed (renewed, or taken again), to read in full."""
     same = unchanged(known, pttls, clock)
-    changed = [key for key, pttl, kept in zip(keys, pttls, same, strict=True) if not kept]
-    if _GONE in pttls:  # released since the last pass: neither held nor changed
-        changed = [
-            key
-            for key, pttl, kept in zip(keys, pttls, same, strict=True)
-            if not kept and pttl != _GONE
-        ]
+    changed = [  # not those released since the last pass: gone, neither held nor changed
+        key for key, pttl, kept in zip(keys, pttls, same, strict=True) if not kept and pttl != _GONE
+    ]
     held_keys, held_pttls = list(compress(keys, same)), list(compress(pttls, same))
     released = len(keys) - len(held_keys) - len(changed)
     page = Page(
