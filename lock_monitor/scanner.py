@@ -49,8 +49,8 @@ class Page(NamedTuple):
 
 class _Reads:
     """The reads of one page, sent in one write on the reading connection: Redis' clock, then
-    GETRANGE and PTTL for the keys read in full, PTTL alone for the known ones, and TYPE for
-    the locks GETRANGE refused."""
+    GETRANGE and PTTL key by key for the keys read in full, PTTL alone for the known ones,
+    and TYPE for the locks GETRANGE refused."""
 
     def __init__(
         self,
@@ -66,13 +66,11 @@ class _Reads:
         self.connection = connection
         self.keys, self.known, self.untyped, self.probe = keys, known, untyped, bool(probe)
         head: list[tuple[Any, ...]] = [("EXISTS", *probe)] if probe else []
-        strings = bulk(keys)
         connection.send_packed_command(
             [
                 *connection.pack_commands([*head, ("TIME",)]),
-                per_key(b"GETRANGE", strings, b"0", b"%d" % (VALUE_PREFIX - 1)),
-                per_key(b"PTTL", strings),
-                per_key(b"PTTL", bulk(known[0])),
+                per_key(bulk(keys), (b"GETRANGE", b"0", b"%d" % (VALUE_PREFIX - 1)), (b"PTTL",)),
+                per_key(bulk(known[0]), (b"PTTL",)),
                 *(
                     connection.pack_commands([("TYPE", key) for key, _ in untyped])
                     if untyped
@@ -89,7 +87,7 @@ class _Reads:
         raise_errors(replies[: self.probe + 1])
         clock = _seconds(replies[self.probe])
         del replies[: self.probe + 1]
-        values, pttls = replies[:count], replies[count : 2 * count]
+        values, pttls = replies[: 2 * count : 2], replies[1 : 2 * count : 2]
         known_pttls, types = replies[2 * count : 2 * count + known], replies[2 * count + known :]
         for checked in (pttls, known_pttls, types):
             raise_errors(checked)
