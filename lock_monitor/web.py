@@ -515,7 +515,6 @@ class HttpServer:
 
         Server.tls = tls
         _raise_file_limit()
-        sys.setswitchinterval(GIL_SWITCH_SECONDS)
         Server.address_family, host = _get_best_family(address, port)  # type: ignore[no-untyped-call]
         self._server = make_server(host, port, app, Server, handler_class=_Handler)
         self.port = int(self._server.server_address[1])
@@ -527,8 +526,11 @@ class HttpServer:
         )
 
     def start(self) -> None:
+        self._switch_interval = sys.getswitchinterval()
+        sys.setswitchinterval(GIL_SWITCH_SECONDS)
         self._thread.start()
 
     def stop(self) -> None:
         self._server.shutdown()
         self._server.server_close()
+        sys.setswitchinterval(self._switch_interval)
