@@ -26,12 +26,13 @@ from bench import SCRAPES, Daemon, scrape_latency  # the sibling benchmark
 
 from lock_monitor.events import EventsStatus, EventsView
 from lock_monitor.eventstream import Stream
+from lock_monitor.httpserver import HttpServer
 from lock_monitor.liveset import LiveSet
 from lock_monitor.metrics import build_registry
 from lock_monitor.monitor import MonitorState
 from lock_monitor.reconcile import PassLock, begin_pass, reconcile
 from lock_monitor.snapshot import Snapshot
-from lock_monitor.web import App, HttpServer
+from lock_monitor.web import App
 
 LOCKS = 1_000_000
 EVENTS_PER_SECOND = 20_000

@@ -13,10 +13,11 @@ from lock_monitor import __version__
 from lock_monitor.config import RedisSettings, ScanSettings, ServerSettings
 from lock_monitor.errors import OperatorError
 from lock_monitor.events import Events
+from lock_monitor.httpserver import HttpServer
 from lock_monitor.liveset import LiveSet
 from lock_monitor.metrics import build_registry
 from lock_monitor.monitor import Monitor
-from lock_monitor.web import App, HttpServer
+from lock_monitor.web import App
 from lock_monitor.webconfig import BasicAuth, ServerTls
 
 

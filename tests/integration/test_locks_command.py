@@ -82,6 +82,7 @@ NOT_FOR_LOCKS = (
     "lock_monitor.reconcile",
     "lock_monitor.subscriber",
     "lock_monitor.web",
+    "lock_monitor.httpserver",
     "lock_monitor.webconfig",
     "bcrypt",
     "prometheus_client",
