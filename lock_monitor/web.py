@@ -21,7 +21,8 @@ from lock_monitor.config import SCRAPE_ALLOWANCE_SECONDS, STALE_ALERT_SECONDS, S
 from lock_monitor.events import EventsView
 from lock_monitor.history import History
 from lock_monitor.monitor import MonitorState
-from lock_monitor.views import printable, status_document, status_page
+from lock_monitor.page import status_page
+from lock_monitor.views import printable, status_document
 from lock_monitor.webconfig import BasicAuth
 
 READY_WITHIN_INTERVALS = 3

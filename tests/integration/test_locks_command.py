@@ -68,6 +68,7 @@ finally:
 NOT_FOR_LOCKS = (
     "lock_monitor.backup",
     "lock_monitor.charts",
+    "lock_monitor.page",
     "lock_monitor.cli.backup",
     "lock_monitor.cli.demo",
     "lock_monitor.cli.run",

@@ -78,7 +78,7 @@ def test_status_page_is_html() -> None:
     status, headers, body = call(MonitorState(redis_up=True, snapshot=snapshot(1)), "/")
     assert status == "200 OK"
     assert headers["Content-Type"] == "text/html; charset=utf-8"
-    assert "&lt;script&gt;" in body  # rendered by views.status_page, escaped
+    assert "&lt;script&gt;" in body  # rendered by page.status_page, escaped
 
 
 @pytest.mark.parametrize(
