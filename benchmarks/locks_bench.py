@@ -24,9 +24,9 @@ import time
 import redis
 from bench import OTHER_KEYS, PATTERN, ROOT, bare_scan, fill, locks_command, spread
 
-from lock_monitor.cli.locks import SHOWN, read_redis
-from lock_monitor.config import RedisSettings, ScanSettings
+from lock_monitor.config import DEFAULT_LOCKS_LIMIT, RedisSettings, ScanSettings
 from lock_monitor.demo.redis_server import RedisProcess, find_redis_server
+from lock_monitor.triage import read_redis
 
 LOCKS = 1_000_000
 EMPTY_DB = 1  # the database the fixed cost is measured on
@@ -41,7 +41,7 @@ def wall(command: list[str]) -> float:
 
 def one_pass(url: str) -> float:
     started = time.perf_counter()
-    result = read_redis(RedisSettings(url=url), ScanSettings(pattern=PATTERN), SHOWN)
+    result = read_redis(RedisSettings(url=url), ScanSettings(pattern=PATTERN), DEFAULT_LOCKS_LIMIT)
     assert result.snapshot.active == LOCKS, result.snapshot.active
     return time.perf_counter() - started
 

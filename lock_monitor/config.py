@@ -42,6 +42,7 @@ MAX_INTERVAL = 86_400.0
 DEFAULT_MAX_REDIS_LOAD = 0.05
 DEFAULT_EVENTS: EventsMode = "auto"  # follow keyspace events between passes (docs/events.md)
 DEFAULT_WATCH_EVERY = 2.0  # seconds between refreshes of `locks --watch`
+DEFAULT_LOCKS_LIMIT = 100  # locks `locks` prints by default: the oldest (the counts cover all)
 # Between two successful passes a healthy monitor waits at most MAX_PACED_WAIT_SECONDS (or
 # --interval, if longer) and reads for at most --pass-timeout. By default the two fit in
 # LockMonitorStale's 2 minutes less one scrape (the alert sees a pass a scrape late; the guide

@@ -3,7 +3,6 @@ the page rendered from it."""
 
 from __future__ import annotations
 
-import importlib
 import json
 from typing import Any
 from wsgiref.util import setup_testing_defaults
@@ -11,8 +10,8 @@ from wsgiref.util import setup_testing_defaults
 import pytest
 from click.testing import CliRunner
 
+from lock_monitor import triage
 from lock_monitor.cli import cli
-from lock_monitor.cli.locks import EXIT_STUCK, exit_code
 from lock_monitor.config import RedisSettings, ScanSettings
 from lock_monitor.events import EventsStatus, EventsView
 from lock_monitor.livecounts import OUTCOMES, EventCounters, HoldHistogram, LiveCounts, RecentEnd
@@ -23,6 +22,7 @@ from lock_monitor.page import status_page
 from lock_monitor.passes import PassResult
 from lock_monitor.snapshot import Snapshot
 from lock_monitor.stuck_log import StuckLocks
+from lock_monitor.triage import EXIT_STUCK, exit_code
 from lock_monitor.views import (
     NO_TTL,
     lock_table,
@@ -49,8 +49,7 @@ def printed(monkeypatch: pytest.MonkeyPatch, *args: str) -> str:
     def read_once(redis: RedisSettings, scan: ScanSettings, *args: Any) -> PassResult:
         return PassResult(SNAPSHOT, StuckLocks(), NODES)
 
-    # The module, not the command of the same name that lock_monitor.cli exports.
-    monkeypatch.setattr(importlib.import_module("lock_monitor.cli.locks"), "read_once", read_once)
+    monkeypatch.setattr(triage, "read_once", read_once)
     result = CliRunner().invoke(cli, ["locks", "--redis-url", TARGET, *args])
     assert result.exit_code == 0, result.output
     return result.output
