@@ -349,11 +349,36 @@ class HttpServer:
         )
 
     def start(self) -> None:
-        self._switch_interval = sys.getswitchinterval()
-        sys.setswitchinterval(GIL_SWITCH_SECONDS)
+        _SWITCH_INTERVAL.serving()
         self._thread.start()
 
     def stop(self) -> None:
         self._server.shutdown()
         self._server.server_close()
-        sys.setswitchinterval(self._switch_interval)
+        _SWITCH_INTERVAL.stopped()
+
+
+class _SwitchInterval:
+    """The process' switch interval is GIL_SWITCH_SECONDS while any server serves (tests and
+    benchmarks run several in one process), and its own again once the last one stops."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._servers = 0
+        self._before = sys.getswitchinterval()
+
+    def serving(self) -> None:
+        with self._lock:
+            if not self._servers:
+                self._before = sys.getswitchinterval()
+                sys.setswitchinterval(GIL_SWITCH_SECONDS)
+            self._servers += 1
+
+    def stopped(self) -> None:
+        with self._lock:
+            self._servers -= 1
+            if not self._servers:
+                sys.setswitchinterval(self._before)
+
+
+_SWITCH_INTERVAL = _SwitchInterval()

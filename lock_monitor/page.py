@@ -1,5 +1,6 @@
 """The status page at `/`, from the same document as `/locks` and the `locks` table: complete
-without JavaScript, every text from Redis escaped, its script and style served as files."""
+without JavaScript, every text from Redis escaped, its script and style served as files.
+`lock-monitor locks` never imports it, nor the charts it draws."""
 
 from __future__ import annotations
 

@@ -30,18 +30,17 @@ def bulk(arguments: Sequence[bytes]) -> list[bytes]:
     return [b"$%d\r\n%s\r\n" % (len(argument), argument) for argument in arguments]
 
 
-def per_key(keys: Sequence[bytes], *commands: Sequence[bytes]) -> bytes:
-    """Each of `commands` (a name and the arguments after the key) for each of `keys` (bulk
+def per_key(keys: Sequence[bytes], first: Sequence[bytes], *rest: Sequence[bytes]) -> bytes:
+    """Each command (a name and the arguments after the key) for each of `keys` (bulk
     strings), key by key: Redis finds the key in its cache for the commands after the first.
     The same bytes redis-py would write, without its per-argument Python work."""
     if not keys:
         return b""
+    commands = (first, *rest)
     heads = [b"*%d\r\n$%d\r\n%s\r\n" % (len(c) + 1, len(c[0]), c[0]) for c in commands]
     tails = [b"".join(bulk(command[1:])) for command in commands]
-    if len(commands) == 1:
-        return heads[0] + (tails[0] + heads[0]).join(keys) + tails[0]
     stride, count = 2 * len(commands), len(keys)
-    parts = [tails[-1] + heads[0]] * (stride * count)
+    parts = [tails[-1] + heads[0]] * (stride * count)  # what ends a key's last command
     for i in range(len(commands)):
         if i:
             parts[2 * i :: stride] = [tails[i - 1] + heads[i]] * count

@@ -4,7 +4,6 @@ import http.client
 import select
 import selectors
 import socket
-import statistics
 import sys
 import threading
 import time
@@ -289,29 +288,15 @@ def test_the_standard_librarys_own_errors_carry_the_security_headers(
     assert headers["Server"] == "lock-monitor"
 
 
-def test_a_scrape_does_not_wait_out_a_busy_thread_at_each_step() -> None:
-    """A thread busy in Python (as a pass is) keeps the GIL until another has waited the
-    switch interval; a scrape takes it at each step (accept, read, answer), and so does this
-    test's client."""
-    busy, before = threading.Event(), sys.getswitchinterval()
-
-    def spin() -> None:
-        while not busy.is_set():
-            sum(range(1000))
-
-    with serving() as server:
-        spinner = threading.Thread(target=spin)
-        spinner.start()
-        try:
-            times = []
-            for _ in range(21):
-                started = time.perf_counter()
-                response, _ = request(server, "GET", "/metrics")
-                assert response.status == 200
-                times.append(time.perf_counter() - started)
-        finally:
-            busy.set()
-            spinner.join()
-        assert sys.getswitchinterval() == pytest.approx(GIL_SWITCH_SECONDS)
-    assert sys.getswitchinterval() == before  # the process' own, back when the server stops
-    assert statistics.median(times) < 0.020  # about 4 ms; over 50 ms at Python's default
+def test_the_switch_interval_is_short_while_any_server_serves() -> None:
+    """Behind a pass busy in Python, each of a scrape's steps waited for the GIL up to the
+    interval (docs/performance.md, (c): `make bench` measures what it is worth)."""
+    before = sys.getswitchinterval()
+    first, second = (HttpServer(make_app(UP), "127.0.0.1", 0) for _ in range(2))
+    first.start()
+    assert sys.getswitchinterval() == pytest.approx(GIL_SWITCH_SECONDS)
+    second.start()
+    first.stop()
+    assert sys.getswitchinterval() == pytest.approx(GIL_SWITCH_SECONDS)  # the second serves
+    second.stop()
+    assert sys.getswitchinterval() == before

@@ -18,10 +18,19 @@ def test_per_key_writes_what_redis_py_would(keys: list[bytes]) -> None:
     )
 
 
-def test_per_key_sends_each_keys_commands_together() -> None:
-    commands = [(b"GETRANGE", b"0", b"255"), (b"PTTL",), (b"TYPE",)]
-    expected = [(name, key, *tail) for key in KEYS for name, *tail in commands]
-    assert per_key(bulk(KEYS), *commands) == packed(expected)
+@pytest.mark.parametrize("keys", [KEYS, KEYS[:1]])
+@pytest.mark.parametrize(
+    "commands",
+    [
+        [(b"GETRANGE", b"0", b"255"), (b"PTTL",)],  # what a pass sends
+        [(b"PTTL",), (b"GETRANGE", b"0", b"255"), (b"TYPE",)],
+    ],
+)
+def test_per_key_sends_each_keys_commands_together(
+    keys: list[bytes], commands: list[tuple[bytes, ...]]
+) -> None:
+    expected = [(name, key, *tail) for key in keys for name, *tail in commands]
+    assert per_key(bulk(keys), *commands) == packed(expected)
 
 
 def test_per_key_of_no_key_writes_nothing() -> None:

@@ -1,14 +1,11 @@
 """The web app the HTTP tests serve: a monitor state with one lock, a registry over it."""
 
 from lock_monitor.events import EventsView
-from lock_monitor.locks import Lock
 from lock_monitor.metrics import build_registry
 from lock_monitor.monitor import MonitorState
 from lock_monitor.snapshot import Snapshot
 from lock_monitor.web import App
-
-NOW = 1_800_000_000.0
-EVIL = Lock("lock:appointment:<script>", "<b>x</b>", "string", None, 40.0, "value", True)
+from tests.unit.documents import EVIL, NOW
 
 
 def snapshot(seconds_ago: float) -> Snapshot:
