@@ -30,7 +30,8 @@ from lock_monitor.httpserver import HttpServer
 from lock_monitor.liveset import LiveSet
 from lock_monitor.metrics import build_registry
 from lock_monitor.monitor import MonitorState
-from lock_monitor.reconcile import PassLock, begin_pass, reconcile
+from lock_monitor.passlocks import PassLocks
+from lock_monitor.reconcile import begin_pass, reconcile
 from lock_monitor.snapshot import Snapshot
 from lock_monitor.web import App
 
@@ -41,13 +42,18 @@ P99_TARGET_MS = 10.0
 PREFIX = b"__keyspace@0__:"
 
 
-def pass_locks(now: float) -> list[PassLock]:
-    """1,000,000 locks as a pass reads them: ages up to 10 min, a tenth without TTL, half
-    with the holder's stamp."""
-    return [
-        (b"lock:appointment:%07d" % i, now - (i % 600), i % 10 != 0, i % 2 == 0)
-        for i in range(LOCKS)
-    ]
+def pass_locks(now: float) -> PassLocks:
+    """1,000,000 locks as a pass hands them over: ages up to 10 min, a tenth without TTL,
+    half with the holder's stamp."""
+    locks = PassLocks()
+    every = range(LOCKS)
+    locks.extend(
+        [b"lock:appointment:%07d" % i for i in every],
+        [now - (i % 600) for i in every],
+        [i % 10 != 0 for i in every],
+        [i % 2 == 0 for i in every],
+    )
+    return locks
 
 
 def serve(ready: Any, load: Any, stop: Any, report: Any) -> None:

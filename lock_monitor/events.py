@@ -23,7 +23,8 @@ from lock_monitor.config import EventsMode, RedisSettings
 from lock_monitor.connection import Node, Target, connect
 from lock_monitor.livecounts import EventCounters, LiveCounts
 from lock_monitor.liveset import LiveSet
-from lock_monitor.reconcile import PassLock, PassMark, abandon_pass, begin_pass, reconcile
+from lock_monitor.passlocks import PassLock
+from lock_monitor.reconcile import PassMark, abandon_pass, begin_pass, reconcile
 from lock_monitor.subscriber import RECOMMENDED_SETTING, Subscriber, backoff, channel_prefix
 
 TOPOLOGY_EVERY = 5.0  # how often the supervisor re-reads the nodes (or Sentinel's primary)
@@ -135,7 +136,7 @@ class Events:
     def pass_failed(self) -> None:
         abandon_pass(self.live)
 
-    def reconcile(self, mark: PassMark, locks: list[PassLock]) -> None:
+    def reconcile(self, mark: PassMark, locks: Sequence[PassLock]) -> None:
         """Fold a complete pass into the live set, once the events sent before it are in."""
         self._measure_offset()
         self.wait_drained(time.monotonic(), DRAIN_WAIT)

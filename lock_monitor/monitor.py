@@ -19,6 +19,7 @@ from lock_monitor.config import RedisSettings, ScanSettings
 from lock_monitor.connection import Target, connect
 from lock_monitor.history import History
 from lock_monitor.passes import NodeStatus, PassFailed, PassResult, describe_error, read_pass
+from lock_monitor.passlocks import PassLocks
 from lock_monitor.schedule import backoff_delay, paced_delay
 from lock_monitor.snapshot import Snapshot
 from lock_monitor.stuck_log import StuckMemory, log_stuck_changes
@@ -26,7 +27,6 @@ from lock_monitor.tracker import LockTracker
 
 if TYPE_CHECKING:  # the daemon hands its Events in: `lock-monitor locks` runs without them
     from lock_monitor.events import Events
-    from lock_monitor.reconcile import PassLock
 
 
 @dataclass(frozen=True)
@@ -120,7 +120,7 @@ class Monitor:
         mark = events.begin_pass() if events is not None else None
         # A pass gathers its locks for the live set only while every node is subscribed: the
         # set is of no use otherwise, and a million locks would cost hundreds of MB each pass.
-        held: list[PassLock] | None = [] if mark is not None and mark.subscribed else None
+        held = PassLocks() if mark is not None and mark.subscribed else None
         try:
             if self._target is None:
                 self._target = self.connector(self.redis)

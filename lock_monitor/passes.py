@@ -26,8 +26,8 @@ from lock_monitor.stuck_log import STUCK_LOG_LIMIT, StuckLocks, StuckMemory
 from lock_monitor.tracker import LockTracker
 from lock_monitor.wire import server_reading
 
-if TYPE_CHECKING:  # `locks` does without the live set
-    from lock_monitor.reconcile import PassLock
+if TYPE_CHECKING:
+    from lock_monitor.passlocks import PassLocks
 
 NodeStatus = tuple[tuple[str, bool], ...]  # (node, read in this pass), in the order tried
 
@@ -81,7 +81,7 @@ def read_pass(
     previously_stuck: StuckMemory,
     keep_oldest: int | None = OLDEST_SHOWN,
     each: Callable[[Sequence[Lock]], None] | None = None,
-    held: list[PassLock] | None = None,
+    held: PassLocks | None = None,
 ) -> PassResult:
     """Read every node of `target` once; return what the pass saw, or raise `PassFailed`.
 

@@ -12,10 +12,8 @@ from typing import NamedTuple
 
 from lock_monitor.byage import Entry
 from lock_monitor.liveset import UNKNOWN, LiveSet, bounded
+from lock_monitor.passlocks import PassLock
 
-# A lock as a pass read it: raw key, acquisition time (Redis time), has a TTL, and whether
-# that time is the holder's own stamp (rather than when it was first seen).
-PassLock = tuple[bytes, float, bool, bool]
 Shards = list[dict[int, None]]  # fingerprints (`hash`) of keys, by their low bits
 SHARDS = 64
 SHARD_MASK = SHARDS - 1

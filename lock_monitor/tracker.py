@@ -14,9 +14,12 @@ import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import compress
-from typing import NamedTuple, Protocol, cast
+from typing import TYPE_CHECKING, NamedTuple, Protocol, cast
 
 from lock_monitor.locks import Lock, classify, parse_timestamp
+
+if TYPE_CHECKING:
+    from lock_monitor.passlocks import PassLocks
 
 # Locks are remembered by a fingerprint of their key, never by their bytes; 60 bits keep each
 # one a small int object.
@@ -185,7 +188,7 @@ class LockTracker:
         node: str,
         older_than: float = math.inf,
         newly_stuck_wanted: int = 0,
-        held: list[tuple[bytes, float, bool, bool]] | None = None,
+        held: PassLocks | None = None,
     ) -> PageVerdict:
         """Classify a page from `node`: counts for all its locks, and in full the locks older
         than `older_than` and the first `newly_stuck_wanted` that became stuck. `held`, when
@@ -207,6 +210,10 @@ class LockTracker:
         older: list[tuple[int, float]] = []  # (index, start)
         newly: list[tuple[int, float, int]] = []  # (index, start, fingerprint)
         stuck = still = newly_count = sighting_aged = 0
+        held_keys: list[bytes] = []  # the columns of `held`
+        held_times: list[float] = []
+        held_ttls: list[bool] = []
+        held_stamped: list[bool] = []
         columns = zip(page.keys, values, stamps, page.pttls, strict=True)
         for index, (key, value, stamp, pttl) in enumerate(columns):
             print_ = hash(key) & _FINGERPRINT_MASK
@@ -245,8 +252,12 @@ class LockTracker:
             if age > older_than:
                 older.append((index, start))
             if held is not None:
-                taken = start if age > 0 else now  # a timestamp ahead of Redis' clock: now
-                held.append((key, taken, pttl >= 0, stamp is not None))
+                held_keys.append(key)
+                held_times.append(start if age > 0 else now)  # a stamp ahead of Redis: now
+                held_ttls.append(pttl >= 0)
+                held_stamped.append(stamp is not None)
+        if held is not None:
+            held.extend(held_keys, held_times, held_ttls, held_stamped)
         pttls = page.pttls
         return PageVerdict(
             active=len(values) - len(repeated),
@@ -259,9 +270,7 @@ class LockTracker:
             newly_stuck_count=newly_count,
         )
 
-    def _add_known(
-        self, page: Page, previous_now: float, held: list[tuple[bytes, float, bool, bool]] | None
-    ) -> PageVerdict:
+    def _add_known(self, page: Page, previous_now: float, held: PassLocks | None) -> PageVerdict:
         """A page of locks known and unchanged since the last pass, as remembered; none of
         them is to be built in full (`Recall` had those values read)."""
         currents, previous = self._current, self._previous
@@ -285,10 +294,11 @@ class LockTracker:
         stuck, still = sum(map(stuck_bound.__gt__, entries)), sum(map(before_bound.__gt__, entries))
         stamped = sum(map(_STAMPED.__and__, entries)) // _STAMPED
         if held is not None:
-            for key, entry in zip(keys, entries, strict=True):
-                start = (entry >> _START_SHIFT) / 1000
-                taken = start if page.now > start else page.now
-                held.append((key, taken, True, bool(entry & _STAMPED)))
+            now = page.now
+            starts = [(entry >> _START_SHIFT) / 1000 for entry in entries]
+            taken = [start if now > start else now for start in starts]
+            stamps = [bool(entry & _STAMPED) for entry in entries]
+            held.extend(keys, taken, [True] * len(keys), stamps)
         return PageVerdict(
             active=len(keys),
             stuck=stuck,

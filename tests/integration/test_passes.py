@@ -8,6 +8,7 @@ import redis
 from lock_monitor.config import RedisSettings, ScanSettings
 from lock_monitor.connection import Target, connect
 from lock_monitor.passes import CLUSTER_HINT, PassFailed, PassResult, read_pass
+from lock_monitor.passlocks import PassLocks
 from lock_monitor.stuck_log import StuckMemory
 from lock_monitor.tracker import DEADLINE_TOLERANCE_MS, LockTracker
 from tests.servers import RedisServer, mixed_locks, wait_for
@@ -179,7 +180,7 @@ def test_known_locks_are_read_by_their_ttl_alone_until_it_changes(redis_srv: Red
     client.set("lock:appointment:2", "token-new", px=600_000)  # taken again by another
     started = redis_now(client)
     client.config_resetstat()  # each pass reads its first pages in full, before its cut-off
-    held: list[tuple[bytes, float, bool, bool]] = []
+    held = PassLocks()
     result = read_pass(passes.target, passes.scan, passes.tracker, passes.stuck, held=held)
     taken = {key: at for key, at, _, _ in held}
     assert result.snapshot.active == len(taken) == 300

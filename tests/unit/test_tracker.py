@@ -8,6 +8,7 @@ import tracemalloc
 import pytest
 
 from lock_monitor.locks import Lock, classify
+from lock_monitor.passlocks import PassLocks
 from lock_monitor.scanner import Page
 from lock_monitor.tracker import LockTracker, PageVerdict, unchanged
 from tests.unit.pages import NOW, RawLock, pages_of
@@ -350,10 +351,10 @@ def test_known_pages_count_as_pages_read_in_full() -> None:
         tracker = LockTracker(30)
         read(tracker, *locks)
         tracker.finish_pass()
-        held: list[tuple[bytes, float, bool, bool]] = []
+        held = PassLocks()
         verdict = tracker.add_page(page_of(tracker), "node", math.inf, 0, held)
         counts = (verdict.active, verdict.stuck, verdict.still_stuck, verdict.first_seen)
-        results.append((counts, verdict.without_ttl, verdict.newly_stuck_count, held))
+        results.append((counts, verdict.without_ttl, verdict.newly_stuck_count, list(held)))
         assert len(tracker.finish_pass()) == 0
         assert tracker.remembered == 6
     assert results[0] == results[1]

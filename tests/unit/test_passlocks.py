@@ -1,0 +1,47 @@
+import gc
+
+import pytest
+
+from lock_monitor.passlocks import PassLock, PassLocks
+
+PAGES: list[list[PassLock]] = [
+    [(b"lock:a", 1.5, True, False), (b"", 2.0, False, True), (b"\x00\r\n\xff", 3.25, True, True)],
+    [],
+    [(b"lock:" + b"x" * 300, 4.0, False, False)],
+]
+LOCKS = [lock for page in PAGES for lock in page]
+
+
+def filled(pages: list[list[PassLock]]) -> PassLocks:
+    held = PassLocks()
+    for page in pages:
+        held.extend(
+            [key for key, _, _, _ in page],
+            [taken for _, taken, _, _ in page],
+            [ttl for _, _, ttl, _ in page],
+            [stamped for _, _, _, stamped in page],
+        )
+    return held
+
+
+def test_the_locks_of_a_pass_come_back_as_they_went_in() -> None:
+    held = filled(PAGES)
+    assert len(held) == len(LOCKS)
+    assert list(held) == LOCKS
+    assert [held[i] for i in range(-len(LOCKS), len(LOCKS))] == LOCKS * 2
+
+
+@pytest.mark.parametrize("part", [slice(0, 2), slice(1, None), slice(None, None, 2), slice(-2, 10)])
+def test_a_slice_is_the_slice_of_the_locks(part: slice) -> None:
+    assert filled(PAGES)[part] == LOCKS[part]
+
+
+def test_past_the_end_is_an_index_error() -> None:
+    with pytest.raises(IndexError):
+        filled(PAGES)[len(LOCKS)]
+
+
+def test_the_garbage_collector_has_no_lock_to_walk() -> None:
+    """A full collection visits what an object refers to: a few arrays, not a lock each."""
+    page = [(b"lock:%d" % i, float(i), True, False) for i in range(10_000)]
+    assert len(gc.get_referents(filled([page]))) < 10
