@@ -119,7 +119,7 @@ class Monitor:
         events = self.events
         mark = events.begin_pass() if events is not None else None
         # A pass gathers its locks for the live set only while every node is subscribed: the
-        # set is of no use otherwise, and a million locks would cost hundreds of MB each pass.
+        # set is of no use otherwise, and a million locks would cost tens of MB each pass.
         held = PassLocks() if mark is not None and mark.subscribed else None
         try:
             if self._target is None:
