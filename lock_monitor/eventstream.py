@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from lock_monitor.liveset import KEY_KEPT, LiveSet, bounded
+from lock_monitor.liveset import LiveSet
+from lock_monitor.passlocks import KEY_KEPT, bounded
 
 
 class Stream:

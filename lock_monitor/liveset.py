@@ -13,7 +13,6 @@ with the offset between Redis' clock and this host's monotonic clock, measured a
 
 from __future__ import annotations
 
-import hashlib
 import math
 import threading
 import time
@@ -30,23 +29,15 @@ from lock_monitor.livecounts import (
     RecentEnd,
 )
 from lock_monitor.locks import display
+from lock_monitor.passlocks import bounded
 
 UNKNOWN = math.inf  # acquisition time not known: never stuck, never the oldest
 LIVE_LOCKS_LIMIT = 1_000_000  # past this the set stops growing and passes take over
 RECENT_ENDS = 10  # evicted and expired locks kept for the status page
-KEY_KEPT = 200  # bytes of a key kept as is (as many as are shown); longer: its start and a digest
-DIGEST_BYTES = 16
 # A set of keys kept as a dict of None. Holding nothing the cyclic garbage collector tracks,
 # such a dict is never tracked itself, so a full collection does not walk its million keys
 # (a set is always walked, and a full collection comes every few seconds during a pass).
 Keys = dict[bytes, None]
-
-
-def bounded(key: bytes) -> bytes:
-    """The key as the set keeps it: memory must not follow the size of a hostile key name."""
-    if len(key) <= KEY_KEPT:
-        return key
-    return key[:KEY_KEPT] + hashlib.blake2b(key, digest_size=DIGEST_BYTES).digest()
 
 
 def shown_key(shown: str) -> bytes | None:

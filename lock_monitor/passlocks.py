@@ -9,19 +9,30 @@ slice at a time, as the reconcile reads them.
 
 from __future__ import annotations
 
+import hashlib
 from array import array
 from collections.abc import Iterator, Sequence
 from itertools import accumulate, islice, pairwise
 from typing import overload
 
-# A lock as a pass read it: raw key, acquisition time (Redis time), has a TTL, and whether
-# that time is the holder's own stamp (rather than when it was first seen).
+# A lock as a pass read it: key (`bounded`), acquisition time (Redis time), has a TTL, and
+# whether that time is the holder's own stamp (rather than when it was first seen).
 PassLock = tuple[bytes, float, bool, bool]
 _HAS_TTL, _STAMPED = 1, 2
+KEY_KEPT = 200  # bytes of a key kept as is (as many as are shown); longer: its start and a digest
+DIGEST_BYTES = 16
+
+
+def bounded(key: bytes) -> bytes:
+    """The key as the live set keeps it (and a pass hands it over): memory must not follow
+    the size of a hostile key name."""
+    if len(key) <= KEY_KEPT:
+        return key
+    return key[:KEY_KEPT] + hashlib.blake2b(key, digest_size=DIGEST_BYTES).digest()
 
 
 class PassLocks(Sequence[PassLock]):
-    """A pass's locks, in the order read."""
+    """A pass's locks, in the order read, their keys `bounded`."""
 
     def __init__(self) -> None:
         self._keys = bytearray()
@@ -37,6 +48,8 @@ class PassLocks(Sequence[PassLock]):
         stamps: Sequence[bool],
     ) -> None:
         """A page's locks, as columns: one copy each, no object per lock kept."""
+        if max(map(len, keys), default=0) > KEY_KEPT:
+            keys = [bounded(key) for key in keys]
         self._keys += b"".join(keys)
         self._ends.extend(islice(accumulate(map(len, keys), initial=self._ends[-1]), 1, None))
         self._times.extend(times)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from lock_monitor.byage import Entry
-from lock_monitor.liveset import UNKNOWN, LiveSet, bounded
+from lock_monitor.liveset import UNKNOWN, LiveSet
 from lock_monitor.passlocks import PassLock
 
 Shards = list[dict[int, None]]  # fingerprints (`hash`) of keys, by their low bits
@@ -58,14 +58,15 @@ def abandon_pass(live: LiveSet) -> None:
 def reconcile(live: LiveSet, mark: PassMark, locks: Sequence[PassLock]) -> Reconciled:
     """Make the set agree with a complete pass, and count what it corrected.
 
-    `locks`: (raw key, acquisition time in Redis time, has a TTL, time from the holder's
-    own stamp). A key with an event since the pass started is left to the events. Until
-    a first pass has reconciled the set while subscribed, filling it is not a correction
-    (it only learns the locks held before it listened); nor is anything while the server
-    is not known to publish events. Chunk by chunk: events go on in between.
+    `locks`: (key, `bounded` as `PassLocks` keeps it, acquisition time in Redis time, has a
+    TTL, time from the holder's own stamp). A key with an event since the pass started is
+    left to the events. Until a first pass has reconciled the set while subscribed, filling
+    it is not a correction (it only learns the locks held before it listened); nor is
+    anything while the server is not known to publish events. Chunk by chunk: events go on
+    in between.
     """
     counted = live.seeded
-    # The keys read, as fingerprints (no second copy of a long key), in shards: growing one
+    # The keys read, as fingerprints (no second copy of a key), in shards: growing one
     # dict to a million would copy it all at once, the GIL held, every few doublings.
     in_pass: Shards = [{} for _ in range(SHARDS)]
     corrections = 0
@@ -90,8 +91,7 @@ def _reconcile_chunk(live: LiveSet, locks: Iterable[PassLock], in_pass: Shards) 
     corrections = 0
     touched = live.touched or {}
     held, no_ttl = live.held, live.no_ttl
-    for raw, acquired_at, has_ttl, stamped in locks:
-        key = bounded(raw)
+    for key, acquired_at, has_ttl, stamped in locks:
         fingerprint = hash(key)
         in_pass[fingerprint & SHARD_MASK][fingerprint] = None
         known = held.get(key)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from lock_monitor.eventstream import Stream
 from lock_monitor.liveset import LiveSet
+from lock_monitor.passlocks import PassLock, PassLocks
 from lock_monitor.reconcile import begin_pass, reconcile
 
 PREFIX = b"__keyspace@0__:"
@@ -19,11 +22,30 @@ class Clock:
         return self.now
 
 
-def seed(live: LiveSet, *locks: tuple[bytes, float, bool, bool]) -> None:
+def seed(live: LiveSet, *locks: PassLock) -> None:
     """Subscribed, and a first pass reconciled: the set is authoritative."""
     subscribe(live)
-    reconcile(live, begin_pass(live), list(locks))
+    reconcile(live, begin_pass(live), pass_locks(*locks))
     assert live.usable()
+
+
+def pass_locks(*locks: PassLock) -> PassLocks:
+    """`locks` as a pass hands them over (their keys bounded)."""
+    held = PassLocks()
+    held.extend(*columns(locks))
+    return held
+
+
+def columns(
+    locks: Sequence[PassLock],
+) -> tuple[list[bytes], list[float], list[bool], list[bool]]:
+    """Locks as the columns `PassLocks.extend` takes."""
+    return (
+        [key for key, _, _, _ in locks],
+        [taken for _, taken, _, _ in locks],
+        [ttl for _, _, ttl, _ in locks],
+        [stamped for _, _, _, stamped in locks],
+    )
 
 
 def subscribe(live: LiveSet) -> None:

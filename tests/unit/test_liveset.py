@@ -9,8 +9,9 @@ from typing import Any
 import pytest
 
 from lock_monitor.eventstream import Stream
-from lock_monitor.liveset import KEY_KEPT, LIVE_LOCKS_LIMIT, LiveSet
+from lock_monitor.liveset import LIVE_LOCKS_LIMIT, LiveSet
 from lock_monitor.locks import display
+from lock_monitor.passlocks import KEY_KEPT
 from lock_monitor.reconcile import begin_pass, reconcile
 from tests.unit.live import PREFIX, REDIS_AT_START, START, Clock, acquire, seed, send
 

@@ -2,25 +2,22 @@ import gc
 
 import pytest
 
-from lock_monitor.passlocks import PassLock, PassLocks
+from lock_monitor.passlocks import KEY_KEPT, PassLock, PassLocks, bounded
+from tests.unit.live import columns
 
 PAGES: list[list[PassLock]] = [
     [(b"lock:a", 1.5, True, False), (b"", 2.0, False, True), (b"\x00\r\n\xff", 3.25, True, True)],
     [],
-    [(b"lock:" + b"x" * 300, 4.0, False, False)],
+    [(b"lock:" + b"x" * 150, 4.0, False, False)],
 ]
 LOCKS = [lock for page in PAGES for lock in page]
 
 
 def filled(pages: list[list[PassLock]]) -> PassLocks:
+    """The pages extended one by one, as a pass hands them over."""
     held = PassLocks()
     for page in pages:
-        held.extend(
-            [key for key, _, _, _ in page],
-            [taken for _, taken, _, _ in page],
-            [ttl for _, _, ttl, _ in page],
-            [stamped for _, _, _, stamped in page],
-        )
+        held.extend(*columns(page))
     return held
 
 
@@ -45,3 +42,12 @@ def test_the_garbage_collector_has_no_lock_to_walk() -> None:
     """A full collection visits what an object refers to: a few arrays, not a lock each."""
     page = [(b"lock:%d" % i, float(i), True, False) for i in range(10_000)]
     assert len(gc.get_referents(filled([page]))) < 10
+
+
+def test_a_huge_key_is_kept_bounded() -> None:
+    """Memory must not follow the size of a hostile key name: the pass's copy of a key is
+    what the live set keeps of it."""
+    huge = b"lock:" + b"k" * 100_000
+    held = filled([[(huge, 1.0, True, False), (b"lock:short", 2.0, True, False)]])
+    assert [key for key, _, _, _ in held] == [bounded(huge), b"lock:short"]
+    assert len(held[0][0]) == KEY_KEPT + 16

@@ -7,7 +7,16 @@ import pytest
 from lock_monitor.eventstream import Stream
 from lock_monitor.liveset import UNKNOWN, LiveSet
 from lock_monitor.reconcile import RECONCILE_CHUNK, begin_pass, reconcile
-from tests.unit.live import PREFIX, REDIS_AT_START, Clock, acquire, seed, send, subscribe
+from tests.unit.live import (
+    PREFIX,
+    REDIS_AT_START,
+    Clock,
+    acquire,
+    pass_locks,
+    seed,
+    send,
+    subscribe,
+)
 
 
 def test_a_pass_seeds_the_set_without_counting_corrections(live: LiveSet) -> None:
@@ -151,8 +160,8 @@ def test_a_huge_key_is_kept_bounded_and_still_matches_the_pass(live: LiveSet) ->
     assert live.counts().active == 1
     assert sum(len(key) for key in live.held) < 2_000
     # The pass reads the same key: the same lock, not a second one, nothing corrected.
-    result = reconcile(live, begin_pass(live), [(huge.encode(), REDIS_AT_START, True, True)])
-    assert result.corrections == 0
+    read = pass_locks((huge.encode(), REDIS_AT_START, True, True))
+    assert reconcile(live, begin_pass(live), read).corrections == 0
     send(Stream(live, PREFIX), (huge, "del"))
     assert live.counts().active == 0
 
