@@ -65,12 +65,18 @@ class Page(Protocol):
     def kinds(self) -> Sequence[str] | None: ...  # None: all strings
 
 
+# A lock shown in the last pass, as it was built in full: (what was remembered of it, Lock).
+Shown = Mapping[int, tuple[int, Lock]]
+
+
 class Recall:
     """What the tracker remembers of the locks of one node, for the pass reading it: which
     locks need not have their values read again. A lock known from the last pass is read by
     its TTL alone, unless it is to be shown (older than `older_than()`, which only grows
-    during a pass) or it becomes stuck in this pass (to be logged); if its TTL no longer
-    ends when it did, it is read in full after all (`unchanged`)."""
+    during a pass) and was not shown in the last pass, or it becomes stuck in this pass (to
+    be logged); if its TTL no longer ends when it did, it is read in full after all
+    (`unchanged`). A lock shown again is rebuilt from the last pass's: reading its value
+    every pass would also keep it from ever looking idle to Redis' LRU eviction."""
 
     def __init__(
         self,
@@ -78,23 +84,31 @@ class Recall:
         stuck_threshold: float,
         previous_now: float,
         older_than: Callable[[], float],
+        shown: Shown,
     ) -> None:
-        self._remembered, self._older_than = remembered, older_than
+        self._remembered, self._older_than, self._shown = remembered, older_than, shown
         self._threshold, self._previous_now = stuck_threshold, previous_now
 
     def known(self, keys: Sequence[bytes], now: float) -> list[int]:
         """For each key, what is remembered of its lock when its value need not be read,
         else 0."""
         cut = self._older_than()
-        if cut == -math.inf:
-            return [0] * len(keys)
         stuck, stuck_before = _stuck_bounds(now, self._previous_now, self._threshold)
-        young = -1 if cut == math.inf else math.ceil((now - cut) * 1000) << _START_SHIFT
+        if cut == -math.inf:  # every lock is to be shown
+            young: float = math.inf
+        else:
+            young = -1 if cut == math.inf else math.ceil((now - cut) * 1000) << _START_SHIFT
         settled, other = max(young, stuck), max(young, 1)  # not stuck; stuck all along
-        remembered = self._remembered
+        remembered, shown = self._remembered, self._shown
         prints = [hash(key) & _FINGERPRINT_MASK for key in keys]
         entries = [remembered[print_ >> _SHARD_SHIFT].get(print_, 0) for print_ in prints]
-        return [e if e >= settled or other <= e < stuck_before else 0 for e in entries]
+        known = [e if e >= settled or other <= e < stuck_before else 0 for e in entries]
+        if shown and not all(known):  # to be shown, but shown last time: rebuilt from then
+            for i, (entry, print_) in enumerate(zip(entries, prints, strict=True)):
+                as_shown = shown.get(print_)
+                if not known[i] and as_shown and as_shown[0] == entry > 0:
+                    known[i] = entry if entry >= stuck or entry < stuck_before else 0
+        return known
 
 
 def unchanged(entries: Sequence[int], pttls: Sequence[int], clock: float) -> list[bool]:
@@ -158,6 +172,9 @@ class LockTracker:
         # Fingerprints new in this pass, to forget if it fails; None when nothing is
         # remembered from before (a failed pass then forgets everything it saw).
         self._first_sighted: list[int] | None = None
+        # The locks built in full in the last pass and in this one: the next may rebuild them.
+        self._shown: dict[int, tuple[int, Lock]] = {}
+        self._built: dict[int, tuple[int, Lock]] = {}
         # Remembered from before a server restarted: gone, but told as gone only when a pass
         # completes (a lock that was stuck is then logged as cleared).
         self._lost: list[dict[int, int]] = _shards()
@@ -180,7 +197,8 @@ class LockTracker:
         if not self._remember:
             return None
         previous_now = self._previous_now.get(node, -math.inf)
-        return Recall(self._previous, self.stuck_threshold, previous_now, older_than)
+        shown = self._shown
+        return Recall(self._previous, self.stuck_threshold, previous_now, older_than, shown)
 
     def add_page(
         self,
@@ -196,7 +214,7 @@ class LockTracker:
         self._current_now[node] = page.now
         previous_now = self._previous_now.get(node, -math.inf)
         if page.values is None:
-            return self._add_known(page, previous_now, held)
+            return self._add_known(page, previous_now, older_than, held)
         now, threshold, remember = page.now, self.stuck_threshold, self._remember
         clock_ms = round(page.clock * 1000)
         currents, previous = self._current, self._previous
@@ -207,7 +225,7 @@ class LockTracker:
         if strings:  # no value is None
             stamps = map(parse_timestamp, cast("Sequence[bytes]", values))
         repeated: list[int] = []
-        older: list[tuple[int, float]] = []  # (index, start)
+        older: list[tuple[int, float, int]] = []  # (index, start, fingerprint)
         newly: list[tuple[int, float, int]] = []  # (index, start, fingerprint)
         stuck = still = newly_count = sighting_aged = 0
         held_keys: list[bytes] = []  # the columns of `held`
@@ -250,7 +268,7 @@ class LockTracker:
                     if len(newly) < newly_stuck_wanted:
                         newly.append((index, start, print_))
             if age > older_than:
-                older.append((index, start))
+                older.append((index, start, print_))
             if held is not None:
                 held_keys.append(key)
                 held_times.append(start if age > 0 else now)  # a stamp ahead of Redis: now
@@ -265,16 +283,19 @@ class LockTracker:
             still_stuck=still,
             without_ttl=pttls.count(-1) - [pttls[index] for index in repeated].count(-1),
             first_seen=sighting_aged,
-            older=[self._lock(page, index, start) for index, start in older],
+            older=[self._built_lock(page, index, start, print_) for index, start, print_ in older],
             newly_stuck=[(fp, start, self._lock(page, index, start)) for index, start, fp in newly],
             newly_stuck_count=newly_count,
         )
 
-    def _add_known(self, page: Page, previous_now: float, held: PassLocks | None) -> PageVerdict:
-        """A page of locks known and unchanged since the last pass, as remembered; none of
-        them is to be built in full (`Recall` had those values read)."""
+    def _add_known(
+        self, page: Page, previous_now: float, older_than: float, held: PassLocks | None
+    ) -> PageVerdict:
+        """A page of locks known and unchanged since the last pass, as remembered; those to
+        be shown were shown in the last pass, and are rebuilt from it (`Recall`)."""
         currents, previous = self._current, self._previous
         keys, entries = page.keys, cast("Sequence[int]", page.remembered)
+        pttls = page.pttls
         repeated: list[int] = []
         for index, (key, entry) in enumerate(zip(keys, entries, strict=True)):
             print_ = hash(key) & _FINGERPRINT_MASK
@@ -290,6 +311,7 @@ class LockTracker:
             for index in repeated:
                 kept[index] = False
             keys, entries = list(compress(keys, kept)), list(compress(entries, kept))
+            pttls = list(compress(pttls, kept))
         stuck_bound, before_bound = _stuck_bounds(page.now, previous_now, self.stuck_threshold)
         stuck, still = sum(map(stuck_bound.__gt__, entries)), sum(map(before_bound.__gt__, entries))
         stamped = sum(map(_STAMPED.__and__, entries)) // _STAMPED
@@ -305,10 +327,53 @@ class LockTracker:
             still_stuck=still,
             without_ttl=0,
             first_seen=len(keys) - stamped,
-            older=[],
+            older=self._rebuilt(page.now, keys, entries, pttls, older_than),
             newly_stuck=[],
             newly_stuck_count=stuck - still,
         )
+
+    def _built_lock(self, page: Page, index: int, start: float, print_: int) -> Lock:
+        """A lock to be shown, built from what was read; remembered, to be rebuilt next time."""
+        lock = self._lock(page, index, start)
+        if not self._remember:
+            return lock
+        entry = cast("list[dict[int, int]]", self._current)[print_ >> _SHARD_SHIFT][print_]
+        if entry > 0:  # a string with a TTL: the kind of lock a pass may leave unread
+            self._built[print_] = (entry, lock)
+        return lock
+
+    def _rebuilt(
+        self,
+        now: float,
+        keys: Sequence[bytes],
+        entries: Sequence[int],
+        pttls: Sequence[int],
+        older_than: float,
+    ) -> list[Lock]:
+        """The known locks older than `older_than`, as shown last time with today's TTL and
+        age (`Recall` let only such locks go unread)."""
+        if older_than == math.inf:
+            return []
+        if older_than != -math.inf:  # most pages: none is, as a comparison of ints tells
+            bound = math.ceil((now - older_than) * 1000) + 1 << _START_SHIFT
+            if not any(map(bound.__gt__, entries)):
+                return []
+        rebuilt = []
+        for key, entry, pttl in zip(keys, entries, pttls, strict=True):
+            start = (entry >> _START_SHIFT) / 1000
+            age = max(0.0, now - start)
+            if age <= older_than:
+                continue
+            print_ = hash(key) & _FINGERPRINT_MASK
+            as_shown = self._shown.get(print_)
+            if as_shown is None:  # not to be shown when it was left unread: `Recall`
+                continue
+            lock = as_shown[1]._replace(
+                ttl_seconds=pttl / 1000.0, age_seconds=age, stuck=age > self.stuck_threshold
+            )
+            self._built[print_] = (entry, lock)
+            rebuilt.append(lock)
+        return rebuilt
 
     def _lock(self, page: Page, index: int, start: float) -> Lock:
         kind = "string" if page.kinds is None else page.kinds[index]
@@ -345,6 +410,7 @@ class LockTracker:
         current, self._current = self._current, self._fresh()
         self._previous = self._starts(current)
         self._previous_now, self._current_now = self._current_now, {}
+        self._shown, self._built = self._built, {}
         self._first_sighted = [] if self.remembered else None
         return vanished
 
@@ -352,7 +418,7 @@ class LockTracker:
         """A failed pass saw only part of the keys: remember what the last pass left, as if
         this one had not run (a lock on a node that failed must not look released)."""
         current = self._starts(self._current)
-        self._current = self._fresh()
+        self._current, self._built = self._fresh(), {}
         if self._first_sighted is not None:
             for print_ in self._first_sighted:
                 del current[print_ >> _SHARD_SHIFT][print_]

@@ -311,18 +311,47 @@ def test_a_known_lock_is_read_by_its_ttl_alone_while_its_ttl_ends_when_it_did() 
         (raw(b"k", None, kind="hash"), 5, 30, math.inf),  # not a string: its TYPE is needed
         (raw(b"k", b"token"), 5, 30, 1),  # older than the locks shown so far: shown
         (raw(b"k", b"token"), 40, 30, math.inf),  # becomes stuck in this pass: logged
+        (raw(b"k", b"token"), 40, 30, -math.inf),  # the same, shown last time too
         (raw(b"k", b"token"), 5, 30, -math.inf),  # every lock handed over in full
     ],
 )
+@pytest.mark.parametrize("shown_before", [False, True])
 def test_locks_whose_values_are_read_again(
-    lock: RawLock, later: float, threshold: float, older_than: float
+    lock: RawLock, later: float, threshold: float, older_than: float, shown_before: bool
 ) -> None:
+    """Unless it was shown in the last pass, unchanged, and is not becoming stuck."""
     tracker = LockTracker(threshold)
-    read(tracker, lock)
+    read(tracker, lock, older_than=-math.inf if shown_before else math.inf)
     tracker.finish_pass()
     recall = tracker.recall("node", lambda: older_than)
     assert recall is not None
-    assert recall.known([lock.key], NOW + later) == [0]
+    [entry] = recall.known([lock.key], NOW + later)
+    kept = shown_before and lock.pttl_ms >= 0 and lock.value is not None and later < threshold
+    assert bool(entry) == kept
+
+
+def test_a_lock_shown_last_time_is_shown_again_without_reading_its_value() -> None:
+    """As a pass reading it in full would show it: same value, today's TTL and age; and so
+    again in the pass after (it stays remembered as shown)."""
+    locks = [raw(b"ts", b"%d:w" % ((NOW - 10) * 1000)), raw(b"tok", b"token")]
+    tracker = LockTracker(30)
+    read(tracker, *locks)  # every lock shown
+    tracker.finish_pass()
+    for later in (NOW + 5, NOW + 15):
+        again = [
+            lock._replace(now=later, pttl_ms=lock.pttl_ms - round((later - NOW) * 1000))
+            for lock in locks
+        ]
+        reference = LockTracker(30)
+        read(reference, *locks)
+        reference.finish_pass()
+        in_full = read(reference, *again).older
+        verdict = tracker.add_page(
+            known_page(tracker, *again, older_than=-math.inf), "node", -math.inf
+        )
+        assert verdict.older == in_full
+        assert [lock.age_seconds for lock in verdict.older] == [later - NOW + 10, later - NOW]
+        tracker.finish_pass()
 
 
 def test_a_lock_stuck_all_along_is_read_by_its_ttl_alone() -> None:
