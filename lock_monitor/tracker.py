@@ -14,6 +14,7 @@ import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import compress
+from operator import not_
 from typing import TYPE_CHECKING, NamedTuple, Protocol, cast
 
 from lock_monitor.locks import Lock, classify, parse_timestamp
@@ -103,11 +104,12 @@ class Recall:
         prints = [hash(key) & _FINGERPRINT_MASK for key in keys]
         entries = [remembered[print_ >> _SHARD_SHIFT].get(print_, 0) for print_ in prints]
         known = [e if e >= settled or other <= e < stuck_before else 0 for e in entries]
-        if shown and not all(known):  # to be shown, but shown last time: rebuilt from then
-            for i, (entry, print_) in enumerate(zip(entries, prints, strict=True)):
-                as_shown = shown.get(print_)
-                if not known[i] and as_shown and as_shown[0] == entry > 0:
-                    known[i] = entry if entry >= stuck or entry < stuck_before else 0
+        if shown:  # to be shown, but shown last time: rebuilt from then
+            for i in compress(range(len(known)), map(not_, known)):  # only those left to read
+                entry = entries[i]
+                as_shown = shown.get(prints[i]) if entry > 0 else None
+                if as_shown and as_shown[0] == entry and (entry >= stuck or entry < stuck_before):
+                    known[i] = entry
         return known
 
 

@@ -65,9 +65,10 @@ class Traffic:
     NOISE_VALUE = b"x" * 4096
     NOISE_TTL_MS = 3000  # cache entries go soon: at the next burst the idlest keys are locks
     NOISE_LIMIT = 5000  # keys per burst at most, whatever the server's memory
-    # Keys a burst makes Redis evict. Every lock the monitor shows was read within a second
-    # (GETRANGE marks it used) and ties with a fresh cache entry on Redis' one-second LRU
-    # clock, so one eviction rarely hits a lock; a few dozen do, nearly always.
+    # Keys a burst makes Redis evict. Bookings are short, and a lock whose value the monitor
+    # has just read (a new one, or one becoming stuck: GETRANGE marks it used) ties with a
+    # fresh cache entry on Redis' one-second LRU clock: one eviction can miss every lock, a
+    # few dozen nearly never do.
     NOISE_EVICTIONS = 30
 
     def __post_init__(self) -> None:
